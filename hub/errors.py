@@ -1,0 +1,30 @@
+"""Errors raised by the hub package.
+
+    HallhubError
+    ├── ConfigError            a configuration or profile file is invalid
+    └── JournalError           the event journal cannot be opened or written
+        └── JournalClosedError the journal was used after close()
+"""
+
+from __future__ import annotations
+
+
+class HallhubError(Exception):
+    """Base class of every error hallhub raises on purpose."""
+
+
+class ConfigError(HallhubError):
+    """A file a user wrote is invalid. Carries the file, line and field."""
+
+    def __init__(self, file: str, problems: list[str]) -> None:
+        self.file = file
+        self.problems = problems
+        super().__init__(f"{file}: " + "; ".join(problems))
+
+
+class JournalError(HallhubError):
+    """The journal could not do what was asked."""
+
+
+class JournalClosedError(JournalError):
+    """The journal was used after it was closed."""
