@@ -1,0 +1,1 @@
+"""Device models shipped with hallhub: one YAML file per model (data, not code)."""
