@@ -328,9 +328,18 @@ class Journal:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (event_id) DO NOTHING",
             (
-                obs.lane.value, seq, obs.event_id, self.epoch, obs.device_id, obs.kind,
-                obs.type, json.dumps(obs.data, ensure_ascii=False), obs.received_at,
-                int(obs.clock_synchronised), obs.device_time, int(obs.retained),
+                obs.lane.value,
+                seq,
+                obs.event_id,
+                self.epoch,
+                obs.device_id,
+                obs.kind,
+                obs.type,
+                json.dumps(obs.data, ensure_ascii=False),
+                obs.received_at,
+                int(obs.clock_synchronised),
+                obs.device_time,
+                int(obs.retained),
             ),
         )
         if cursor.rowcount == 0:
@@ -341,10 +350,18 @@ class Journal:
 
     def _event_from(self, obs: Observation, seq: int) -> Event:
         return Event(
-            hub_id=self.hub_id, epoch=self.epoch, lane=obs.lane, seq=seq,
-            event_id=obs.event_id, device_id=obs.device_id, kind=obs.kind, type=obs.type,
-            data=obs.data, received_at=obs.received_at,
-            clock_synchronised=obs.clock_synchronised, device_time=obs.device_time,
+            hub_id=self.hub_id,
+            epoch=self.epoch,
+            lane=obs.lane,
+            seq=seq,
+            event_id=obs.event_id,
+            device_id=obs.device_id,
+            kind=obs.kind,
+            type=obs.type,
+            data=obs.data,
+            received_at=obs.received_at,
+            clock_synchronised=obs.clock_synchronised,
+            device_time=obs.device_time,
             retained=obs.retained,
         )
 

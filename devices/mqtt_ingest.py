@@ -1,0 +1,260 @@
+"""MQTT ingest: device messages in, journaled, and only then acknowledged.
+
+The hub subscribes to ``<topic root>/<device id>/<message>`` with QoS 1 and manual
+acknowledgement. Each message is checked against its device's model and handed to
+the journal; the PUBACK goes out from the journal's commit report. So a message the
+broker has seen acknowledged is always on disk, and one that was not is redelivered
+after a crash and recognised by its event id.
+
+Every message is acknowledged exactly once, refused ones included (after they are
+kept in the dead-letter table), so no in-flight slot leaks and one bad device cannot
+stall the rest. The only exception is a journal that cannot commit: then nothing is
+acknowledged, and the broker keeps the messages until the disk is back.
+
+paho's network loop runs in its own thread; the callback here only checks the
+payload and queues it, so a slow step elsewhere never starves the keepalive.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from devices.payloads import RejectedMessage, decode_payload
+from devices.registry import Registry
+from hub import metrics
+from hub.clock import Clock
+from hub.events import Observation, device_event_id, fallback_event_id
+from hub.journal import Appended, Journal
+
+logger = logging.getLogger(__name__)
+
+# MQTT v5 reason code the broker sends when another client takes over our client id.
+SESSION_TAKEN_OVER = 142
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerSettings:
+    """How the hub connects to the hall's broker."""
+
+    host: str
+    port: int
+    client_id: str
+    topic_root: str
+    receive_maximum: int = 200
+    session_expiry: int = 7 * 24 * 3600
+    keepalive: int = 30
+    username: str | None = None
+    password: str | None = None
+
+
+class MqttIngest:
+    """The hub's MQTT client: device messages in, crew notices out."""
+
+    def __init__(
+        self, settings: BrokerSettings, registry: Registry, journal: Journal, clock: Clock
+    ) -> None:
+        self.settings = settings
+        self._registry = registry
+        self._journal = journal
+        self._clock = clock
+        self._connected = threading.Event()
+        self._outage_logged = False
+        self.on_taken_over: Callable[[], None] | None = None
+        self._client = self._make_client()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        """Connect in the background; paho reconnects by itself after a loss."""
+        connect_properties = Properties(PacketTypes.CONNECT)
+        connect_properties.SessionExpiryInterval = self.settings.session_expiry
+        connect_properties.ReceiveMaximum = self.settings.receive_maximum
+        self._client.connect_async(
+            self.settings.host,
+            self.settings.port,
+            keepalive=self.settings.keepalive,
+            clean_start=False,
+            properties=connect_properties,
+        )
+        self._client.loop_start()
+        logger.info(
+            "MQTT ingest connecting to %s:%d as %s",
+            self.settings.host,
+            self.settings.port,
+            self.settings.client_id,
+        )
+
+    def stop(self) -> None:
+        """Disconnect cleanly; unacknowledged messages stay with the broker."""
+        self._client.disconnect()
+        self._client.loop_stop()
+        self._connected.clear()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self._connected.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        """Publish at QoS 1; paho holds it and sends after a reconnect if needed."""
+        self._client.publish(topic, payload, qos=1, retain=retain)
+
+    # -- paho callbacks (network thread) -----------------------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        client = mqtt.Client(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.settings.client_id,
+            protocol=mqtt.MQTTv5,
+            manual_ack=True,
+        )
+        if self.settings.username is not None:
+            client.username_pw_set(self.settings.username, self.settings.password)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _on_connect(
+        self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any
+    ) -> None:
+        if reason.is_failure:
+            logger.error("broker refused the hub's connection: %s", reason)
+            return
+        # Subscribe on every connect: a broker restarted without its saved session
+        # has forgotten our subscriptions. Retain-As-Published off means only
+        # messages replayed because we subscribed still carry the retain flag.
+        options = SubscribeOptions(qos=1, retainAsPublished=False)
+        client.subscribe(f"{self.settings.topic_root}/+/+", options=options)
+        self._connected.set()
+        if self._outage_logged:
+            logger.info("MQTT connection restored (session present: %s)", flags.session_present)
+        self._outage_logged = False
+
+    def _on_disconnect(
+        self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
+    ) -> None:
+        self._connected.clear()
+        if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
+            logger.error(
+                "another hub connected with client id %s; two hubs must not share one id",
+                self.settings.client_id,
+            )
+            if self.on_taken_over is not None:
+                self.on_taken_over()
+        if not self._outage_logged:
+            logger.error("MQTT connection lost: %s; reconnecting", reason)
+            self._outage_logged = True
+
+    def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        # An exception escaping a paho callback would end the network thread, and
+        # with it all ingest; so nothing escapes.
+        try:
+            self._handle(message)
+        except Exception:
+            logger.exception("failed to handle a message on %s", _topic_text(message))
+
+    def _handle(self, message: mqtt.MQTTMessage) -> None:
+        try:
+            observation = self._observe(message)
+        except RejectedMessage as rejection:
+            self._dead_letter(message, rejection)
+            return
+        except Exception as exc:  # a bug must not stop ingest: keep the message, go on
+            logger.exception("unexpected failure checking %s", _topic_text(message))
+            self._dead_letter(message, RejectedMessage("internal_error", repr(exc)[:200]))
+            return
+
+        def committed(outcome: Appended | BaseException) -> None:
+            self._after_commit(message, observation.kind, outcome)
+
+        self._journal.submit(observation, committed)
+
+    # -- steps -------------------------------------------------------------------
+
+    def _observe(self, message: mqtt.MQTTMessage) -> Observation:
+        levels = _topic_text(message).split("/")
+        if len(levels) != 3 or levels[0] != self.settings.topic_root:
+            raise RejectedMessage("bad_topic", f"unexpected topic {_topic_text(message)[:200]!r}")
+        _, device_id, message_name = levels
+
+        device = self._registry.get(device_id)
+        if device is None:
+            raise RejectedMessage("unknown_device", f"no device {device_id!r} in this hall")
+        if device.model.mqtt is None:
+            raise RejectedMessage("wrong_protocol", f"{device_id} is not an MQTT device")
+
+        decoded = decode_payload(device.model, message_name, message.payload)
+        spec = device.model.mqtt.messages[message_name]
+        if decoded.message_id is not None:
+            event_id = device_event_id(device_id, decoded.message_id)
+        else:
+            event_id = fallback_event_id(device_id, _topic_text(message), message.payload)
+        return Observation(
+            event_id=event_id,
+            lane=spec.lane,
+            device_id=device_id,
+            kind=device.kind,
+            type=message_name,
+            data=decoded.fields,
+            received_at=self._clock.wall(),
+            clock_synchronised=self._clock.is_synchronised(),
+            device_time=decoded.device_time,
+            retained=bool(message.retain),
+        )
+
+    def _after_commit(
+        self, message: mqtt.MQTTMessage, kind: str, outcome: Appended | BaseException
+    ) -> None:
+        if isinstance(outcome, BaseException):
+            # Not acknowledged on purpose: the broker redelivers once we can write.
+            logger.error(
+                "journal refused %s; leaving it with the broker: %s", _topic_text(message), outcome
+            )
+            metrics.EVENTS_INGESTED.labels(kind, "journal_error").inc()
+            return
+        result = "duplicate" if outcome.duplicate else "accepted"
+        metrics.EVENTS_INGESTED.labels(kind, result).inc()
+        self._client.ack(message.mid, message.qos)
+
+    def _dead_letter(self, message: mqtt.MQTTMessage, rejection: RejectedMessage) -> None:
+        topic = _topic_text(message)[:512]
+        logger.debug("refused %s: %s", topic, rejection)
+        metrics.DEAD_LETTERS.labels(rejection.reason).inc()
+        metrics.EVENTS_INGESTED.labels("unknown", "rejected").inc()
+        received_at = self._clock.wall()
+        raw = bytes(message.payload)
+
+        def keep(conn: Any) -> None:
+            conn.execute(
+                "INSERT INTO dead_letters (received_at, source, reason, detail, raw)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (received_at, f"mqtt:{topic}", rejection.reason, rejection.detail, raw),
+            )
+
+        future = self._journal.call(keep)
+        future.add_done_callback(lambda done: self._ack_kept(message, done.exception()))
+
+    def _ack_kept(self, message: mqtt.MQTTMessage, failure: BaseException | None) -> None:
+        if failure is not None:
+            logger.error(
+                "could not keep refused message from %s: %s", _topic_text(message), failure
+            )
+            return
+        self._client.ack(message.mid, message.qos)
+
+
+def _topic_text(message: mqtt.MQTTMessage) -> str:
+    """The topic as text, even if a misbehaving client sent invalid UTF-8."""
+    raw: bytes = message._topic  # paho's own decode raises on invalid UTF-8
+    return raw.decode("utf-8", errors="replace")

@@ -1,0 +1,130 @@
+"""The hall configuration: one YAML file that hall IT writes.
+
+Relative paths in the file are taken relative to the file itself, so a hall's
+configuration folder can be moved as a whole. Every section is validated at load;
+an error names the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from hub.yamlfile import load_model
+
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+LOOPBACK = "127.0.0.1"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HubSection(_Section):
+    """Who this hub is and where it keeps its files."""
+
+    id: Identifier
+    state_dir: Path = Path("var")
+    timezone: str = "Asia/Shanghai"
+    clock_sync: Literal["system", "assume", "never"] = Field(
+        default="system",
+        description="system: trust the wall clock once the kernel says NTP synchronised it; "
+        "assume: always trust it (test benches); never: never trust it.",
+    )
+
+
+class MqttSection(_Section):
+    """The MQTT broker the hall's devices publish to."""
+
+    host: str = LOOPBACK
+    port: int = Field(default=1883, ge=1, le=65535)
+    topic_root: Identifier = "hall"
+    client_id: str | None = None
+    receive_maximum: int = Field(default=200, ge=1, le=65535)
+    session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
+    crew_topic_root: Identifier = "hallhub"
+
+
+class ConsoleSection(_Section):
+    """The console and API for hall IT."""
+
+    host: str = LOOPBACK
+    port: int = Field(default=8080, ge=0, le=65535)
+    token_file: Path | None = None
+
+
+class CitySection(_Section):
+    """The city platform this hub forwards events to."""
+
+    url: str
+    key_id: str
+    secret_file: Path
+    batch_size: int = Field(default=500, ge=1, le=10_000)
+
+
+class ModbusAddress(_Section):
+    """Where to reach a Modbus TCP device."""
+
+    host: str
+    port: int = Field(default=502, ge=1, le=65535)
+    unit_id: int = Field(default=1, ge=0, le=247)
+
+
+class DeviceSpec(_Section):
+    """One device of the hall, as hall IT commissioned it."""
+
+    id: Identifier
+    model: str
+    zone: str = ""
+    floor: int | None = None
+    window: str | None = None
+    modbus: ModbusAddress | None = None
+
+
+class HubConfig(_Section):
+    """The whole hall configuration file."""
+
+    hub: HubSection
+    mqtt: MqttSection = MqttSection()
+    console: ConsoleSection = ConsoleSection()
+    city: CitySection | None = None
+    models_dir: Path | None = None
+    rule_files: list[Path] = []
+    devices: list[DeviceSpec] = []
+
+    @model_validator(mode="after")
+    def _device_ids_are_unique(self) -> HubConfig:
+        seen: set[str] = set()
+        for device in self.devices:
+            if device.id in seen:
+                raise ValueError(f"device id {device.id!r} appears twice")
+            seen.add(device.id)
+        return self
+
+    @property
+    def client_id(self) -> str:
+        return self.mqtt.client_id or f"hallhub-{self.hub.id}"
+
+    def resolve_paths(self, base: Path) -> HubConfig:
+        """Make every relative path absolute against `base` (the config's folder)."""
+
+        def under(path: Path) -> Path:
+            return path if path.is_absolute() else (base / path).resolve()
+
+        self.hub.state_dir = under(self.hub.state_dir)
+        if self.console.token_file is not None:
+            self.console.token_file = under(self.console.token_file)
+        if self.city is not None:
+            self.city.secret_file = under(self.city.secret_file)
+        if self.models_dir is not None:
+            self.models_dir = under(self.models_dir)
+        self.rule_files = [under(path) for path in self.rule_files]
+        return self
+
+
+def load_config(path: Path) -> HubConfig:
+    """Load and validate a hall configuration file."""
+    config = load_model(path, HubConfig)
+    return config.resolve_paths(path.parent.resolve())
