@@ -1,9 +1,10 @@
 """Errors raised by the hub package.
 
-    HallhubError
-    ├── ConfigError            a configuration or profile file is invalid
-    └── JournalError           the event journal cannot be opened or written
-        └── JournalClosedError the journal was used after close()
+HallhubError
+├── ConfigError            a configuration or profile file is invalid
+├── JournalError           the event journal cannot be opened or written
+│   └── JournalClosedError the journal was used after close()
+└── BrokerError            the managed MQTT broker cannot be started or stopped
 """
 
 from __future__ import annotations
@@ -28,3 +29,12 @@ class JournalError(HallhubError):
 
 class JournalClosedError(JournalError):
     """The journal was used after it was closed."""
+
+
+class BrokerError(HallhubError):
+    """The MQTT broker the hub manages failed. Carries the tail of the broker's log."""
+
+    def __init__(self, message: str, log_tail: str = "") -> None:
+        self.log_tail = log_tail
+        detail = f"\n--- last lines of the broker log ---\n{log_tail}" if log_tail else ""
+        super().__init__(message + detail)
