@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import logging
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -231,6 +232,15 @@ class Journal:
     def reader(self) -> sqlite3.Connection:
         """A new read-only connection; the caller closes it."""
         return connect(self.path, writer=False)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[sqlite3.Connection]:
+        """A read-only connection for the length of a `with` block."""
+        conn = self.reader()
+        try:
+            yield conn
+        finally:
+            conn.close()
 
     def last_seqs(self) -> dict[Lane, int]:
         """The highest sequence used in each lane (as of the last commit)."""
