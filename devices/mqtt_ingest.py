@@ -183,10 +183,12 @@ class MqttIngest:
     # -- steps -------------------------------------------------------------------
 
     def _observe(self, message: mqtt.MQTTMessage) -> Observation:
-        levels = _topic_text(message).split("/")
-        if len(levels) != 3 or levels[0] != self.settings.topic_root:
-            raise RejectedMessage("bad_topic", f"unexpected topic {_topic_text(message)[:200]!r}")
-        _, device_id, message_name = levels
+        topic = _topic_text(message)
+        prefix = self.settings.topic_root + "/"
+        levels = topic.removeprefix(prefix).split("/")
+        if not topic.startswith(prefix) or len(levels) != 2:
+            raise RejectedMessage("bad_topic", f"unexpected topic {topic[:200]!r}")
+        device_id, message_name = levels
 
         device = self._registry.get(device_id)
         if device is None:

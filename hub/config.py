@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from hub.yamlfile import load_model
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
+TopicRoot = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length=128)]
 LOOPBACK = "127.0.0.1"
 
 
@@ -40,11 +41,11 @@ class MqttSection(_Section):
 
     host: str = LOOPBACK
     port: int = Field(default=1883, ge=1, le=65535)
-    topic_root: Identifier = "hall"
+    topic_root: TopicRoot = "hall"
     client_id: str | None = None
     receive_maximum: int = Field(default=200, ge=1, le=65535)
     session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
-    crew_topic_root: Identifier = "hallhub"
+    crew_topic_root: TopicRoot = "hallhub"
 
 
 class ConsoleSection(_Section):

@@ -45,6 +45,14 @@ class _Tasks:
     def start(self, name: str, work: Awaitable[Any]) -> None:
         self.running.append(asyncio.create_task(work, name=name))  # type: ignore[arg-type]
 
+    async def cancel_matching(self, prefixes: tuple[str, ...]) -> None:
+        chosen = [task for task in self.running if task.get_name().startswith(prefixes)]
+        for task in chosen:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+            self.running.remove(task)
+
     async def cancel_all(self) -> None:
         for task in self.running:
             task.cancel()
@@ -107,6 +115,13 @@ class HubService:
             self._console.should_exit = True
         await self._tasks.cancel_all()
         self.journal.close()
+
+    async def quiesce(self) -> None:
+        """Stop taking input (MQTT, polls, health verdicts) but keep syncing and serving."""
+        self.ingest.stop()
+        await self._tasks.cancel_matching(("modbus-poll-", "hub-health-watch"))
+        while not self._committed.empty():
+            await asyncio.sleep(0.05)
 
     async def run(self) -> None:
         """Start, run until `request_stop()`, then stop."""

@@ -1,0 +1,133 @@
+"""The ``hallhub`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from hub.errors import HallhubError
+
+logger = logging.getLogger(__name__)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="hallhub", description="Edge hub for a government service hall."
+    )
+    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="run a whole simulated hall on this machine")
+    demo.add_argument(
+        "--for",
+        dest="duration",
+        type=float,
+        metavar="SECONDS",
+        help="stop after SECONDS and print a JSON reconciliation summary",
+    )
+    demo.add_argument(
+        "--state-dir",
+        type=Path,
+        help="where the demo keeps its files (default: a new folder under ./var/)",
+    )
+    demo.add_argument(
+        "--console-port",
+        type=int,
+        default=8080,
+        help="port of the console on 127.0.0.1 (0 picks a free one)",
+    )
+
+    run = commands.add_parser("run", help="run the hub with a hall configuration file")
+    run.add_argument("--config", type=Path, required=True, metavar="FILE")
+
+    simulate = commands.add_parser("simulate", help="run simulated hall devices")
+    simulate.add_argument("--broker-host", default="127.0.0.1")
+    simulate.add_argument("--broker-port", type=int, required=True)
+    simulate.add_argument("--topic-root", default="hall")
+    simulate.add_argument(
+        "--log",
+        type=Path,
+        default=Path("published.jsonl"),
+        help="publication log: one line per message the broker acknowledged",
+    )
+
+    receiver = commands.add_parser("city-receiver", help="run the reference city receiver")
+    receiver.add_argument(
+        "args", nargs=argparse.REMAINDER, help="--db FILE --port N --keys FILE [--host ADDR]"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(),
+        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    try:
+        return _dispatch(args)
+    except HallhubError as exc:
+        sys.stderr.write(f"hallhub: {exc}\n")
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from hub.demo import run_demo
+
+        state_dir = args.state_dir or Path("var") / time.strftime("demo-%Y%m%d-%H%M%S")
+        return asyncio.run(run_demo(args.duration, state_dir.resolve(), args.console_port))
+    if args.command == "run":
+        return asyncio.run(_run_hub(args.config))
+    if args.command == "simulate":
+        return asyncio.run(_simulate(args))
+    if args.command == "city-receiver":
+        from sync.receiver import main as receiver_main
+
+        return receiver_main(args.args)
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+async def _run_hub(config_path: Path) -> int:
+    from hub.config import load_config
+    from hub.service import HubService
+
+    service = HubService(load_config(config_path))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, service.request_stop)
+    await service.run()
+    return 0
+
+
+async def _simulate(args: argparse.Namespace) -> int:
+    from devices.simulators.hall import SimulatedHall
+
+    hall = SimulatedHall(
+        broker_host=args.broker_host,
+        broker_port=args.broker_port,
+        topic_root=args.topic_root,
+        publication_log=args.log,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    await hall.start_devices()
+    runner = asyncio.create_task(hall.run(), name="simulated-hall")
+    await stop.wait()
+    await hall.stop()
+    runner.cancel()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
