@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
@@ -77,7 +78,7 @@ class MqttIngest:
 
     def start(self) -> None:
         """Connect in the background; paho reconnects by itself after a loss."""
-        connect_properties = Properties(PacketTypes.CONNECT)
+        connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect_properties.SessionExpiryInterval = self.settings.session_expiry
         connect_properties.ReceiveMaximum = self.settings.receive_maximum
         self._client.connect_async(
@@ -112,7 +113,7 @@ class MqttIngest:
 
     def _make_client(self) -> mqtt.Client:
         client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.settings.client_id,
             protocol=mqtt.MQTTv5,
             manual_ack=True,
@@ -196,12 +197,13 @@ class MqttIngest:
         if device.model.mqtt is None:
             raise RejectedMessage("wrong_protocol", f"{device_id} is not an MQTT device")
 
-        decoded = decode_payload(device.model, message_name, message.payload)
+        payload = bytes(message.payload)
+        decoded = decode_payload(device.model, message_name, payload)
         spec = device.model.mqtt.messages[message_name]
         if decoded.message_id is not None:
             event_id = device_event_id(device_id, decoded.message_id)
         else:
-            event_id = fallback_event_id(device_id, _topic_text(message), message.payload)
+            event_id = fallback_event_id(device_id, topic, payload)
         return Observation(
             event_id=event_id,
             lane=spec.lane,

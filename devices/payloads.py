@@ -132,14 +132,15 @@ def _check_text(name: str, spec: PayloadField, value: Any) -> str:
 def _check_number(name: str, spec: PayloadField, value: Any) -> int | float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise RejectedMessage("wrong_type", f"{name} must be a number")
-    if spec.type == "int" and not isinstance(value, int):
-        if not float(value).is_integer():
-            raise RejectedMessage("wrong_type", f"{name} must be a whole number")
-        value = int(value)
-    if isinstance(value, float) and not math.isfinite(value):
+    number: int | float = value
+    if isinstance(number, float) and not math.isfinite(number):
         raise RejectedMessage("nan", f"{name} is not a finite number")
-    if spec.min is not None and value < spec.min:
-        raise RejectedMessage("out_of_range", f"{name}={value} below minimum {spec.min}")
-    if spec.max is not None and value > spec.max:
-        raise RejectedMessage("out_of_range", f"{name}={value} above maximum {spec.max}")
-    return value
+    if spec.type == "int" and isinstance(number, float):
+        if not number.is_integer():
+            raise RejectedMessage("wrong_type", f"{name} must be a whole number")
+        number = int(number)
+    if spec.min is not None and number < spec.min:
+        raise RejectedMessage("out_of_range", f"{name}={number} below minimum {spec.min}")
+    if spec.max is not None and number > spec.max:
+        raise RejectedMessage("out_of_range", f"{name}={number} above maximum {spec.max}")
+    return number

@@ -95,9 +95,11 @@ class HubService:
         self.journal.open()
         with self.journal.reading() as conn:
             self.registry.restore(conn)
-        self.journal.add_commit_listener(
-            lambda events: loop.call_soon_threadsafe(self._committed.put_nowait, events)
-        )
+
+        def hand_over(events: list[Event]) -> None:
+            loop.call_soon_threadsafe(self._committed.put_nowait, events)
+
+        self.journal.add_commit_listener(hand_over)
         self._start_uplink()
         self.ingest.start()
         self._start_pollers()
@@ -111,10 +113,20 @@ class HubService:
         """Stop taking messages, finish what is queued, close the journal."""
         logger.info("hub %s stopping", self.config.hub.id)
         self.ingest.stop()
-        if self._console is not None:
-            self._console.should_exit = True
+        await self._stop_console()
         await self._tasks.cancel_all()
         self.journal.close()
+
+    async def _stop_console(self) -> None:
+        console, self._console = self._console, None
+        if console is None:
+            return
+        console.should_exit = True
+        for _ in range(200):  # uvicorn checks should_exit every 0.1 s
+            if not console.started or console.servers == [] or _closed(console):
+                break
+            await asyncio.sleep(0.05)
+        await self._tasks.cancel_matching(("console",))
 
     async def quiesce(self) -> None:
         """Stop taking input (MQTT, polls, health verdicts) but keep syncing and serving."""
@@ -282,3 +294,7 @@ class HubService:
         root = self.config.mqtt.crew_topic_root
         topic = f"{root}/{self.config.hub.id}/crews/{team}/alerts"
         self.ingest.publish(topic, encode_notice(notice))
+
+
+def _closed(console: uvicorn.Server) -> bool:
+    return all(not server.is_serving() for server in console.servers)
