@@ -1,0 +1,245 @@
+"""The city receiver's storage: events kept once per id, in order within each lane.
+
+A batch is applied lane by lane against the lane's high-water mark (hwm), the
+highest sequence stored contiguously for (hub, epoch, lane)::
+
+    hwm = max(stored hwm, base sent by the hub)
+    seq <= hwm      already held: skip
+    seq == hwm + 1  insert unless the event id is already stored; hwm += 1
+    seq >  hwm + 1  a gap: stop this lane
+
+The whole batch is one transaction. `BatchStore` is the interface a PostgreSQL
+store would implement; `SQLiteBatchStore` is the reference one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from hub.events import LANE_ORDER, Lane
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    id                  INTEGER PRIMARY KEY,
+    hub_id              TEXT    NOT NULL,
+    event_id            TEXT    NOT NULL,
+    epoch               INTEGER NOT NULL,
+    lane                TEXT    NOT NULL,
+    seq                 INTEGER NOT NULL,
+    device_id           TEXT    NOT NULL,
+    kind                TEXT    NOT NULL,
+    type                TEXT    NOT NULL,
+    data                TEXT    NOT NULL,
+    received_at         REAL    NOT NULL,
+    clock_synchronised  INTEGER NOT NULL,
+    device_time         REAL,
+    retained            INTEGER NOT NULL,
+    stored_at           REAL    NOT NULL,
+    UNIQUE (hub_id, event_id)
+);
+CREATE INDEX IF NOT EXISTS events_by_lane ON events (hub_id, lane, epoch, seq);
+CREATE TABLE IF NOT EXISTS lane_marks (
+    hub_id      TEXT    NOT NULL,
+    epoch       INTEGER NOT NULL,
+    lane        TEXT    NOT NULL,
+    hwm         INTEGER NOT NULL,
+    repeats     INTEGER NOT NULL DEFAULT 0,
+    duplicates  INTEGER NOT NULL DEFAULT 0,
+    updated_at  REAL    NOT NULL,
+    PRIMARY KEY (hub_id, epoch, lane)
+);
+"""
+
+
+class WireEvent(BaseModel):
+    """One event as the hub sends it (`hub.events.Event.to_wire`)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    hub_id: str
+    epoch: int = Field(ge=1)
+    lane: Lane
+    seq: int = Field(ge=1)
+    event_id: str = Field(min_length=1, max_length=128)
+    device_id: str
+    kind: str
+    type: str
+    data: dict[str, Any]
+    received_at: float
+    clock_synchronised: bool
+    device_time: float | None = None
+    retained: bool = False
+
+
+class LaneUpload(BaseModel):
+    """A lane's part of a batch: the hub's acked seq and the events above it."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    base: int = Field(ge=0)
+    events: list[WireEvent]
+
+
+@dataclass(frozen=True, slots=True)
+class LaneOutcome:
+    """What applying one lane of a batch did."""
+
+    hwm: int
+    inserted: int
+    repeats: int
+    duplicates: int
+    gap_at: int | None
+
+
+class BatchStore(Protocol):
+    """Where the receiver keeps events."""
+
+    def apply_batch(
+        self, hub_id: str, epoch: int, lanes: Mapping[Lane, LaneUpload], stored_at: float
+    ) -> dict[Lane, LaneOutcome]:
+        """Apply a batch in one transaction; return each lane's outcome."""
+        ...
+
+    def hub_status(self, hub_id: str) -> dict[str, Any]:
+        """Per-lane high-water marks and counts for one hub."""
+        ...
+
+    def close(self) -> None:
+        """Release the store."""
+        ...
+
+
+class SQLiteBatchStore:
+    """`BatchStore` in one SQLite file (WAL, synchronous=FULL), one locked connection."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._lock = threading.Lock()
+        self._conn = sqlite3.connect(
+            path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        self._conn.execute("PRAGMA busy_timeout = 30000")
+        self._conn.execute("PRAGMA journal_mode = WAL")
+        self._conn.execute("PRAGMA synchronous = FULL")
+        self._conn.executescript(SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def apply_batch(
+        self, hub_id: str, epoch: int, lanes: Mapping[Lane, LaneUpload], stored_at: float
+    ) -> dict[Lane, LaneOutcome]:
+        """Apply a batch in one transaction; return each lane's outcome."""
+        with self._lock:
+            conn = self._conn
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                outcomes = {
+                    lane: self._apply_lane(conn, hub_id, epoch, lane, lanes[lane], stored_at)
+                    for lane in LANE_ORDER
+                    if lane in lanes
+                }
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        return outcomes
+
+    def hub_status(self, hub_id: str) -> dict[str, Any]:
+        """Per-lane high-water marks and counts for one hub."""
+        with self._lock:
+            marks = self._conn.execute(
+                "SELECT epoch, lane, hwm, repeats, duplicates, updated_at FROM lane_marks"
+                " WHERE hub_id = ? ORDER BY epoch, lane",
+                (hub_id,),
+            ).fetchall()
+            counts = self._conn.execute(
+                "SELECT lane, COUNT(*) FROM events WHERE hub_id = ? GROUP BY lane", (hub_id,)
+            ).fetchall()
+        names = ("epoch", "lane", "hwm", "repeats", "duplicates", "updated_at")
+        return {
+            "hub_id": hub_id,
+            "marks": [dict(zip(names, row, strict=True)) for row in marks],
+            "events_stored": dict(counts),
+        }
+
+    def _apply_lane(
+        self,
+        conn: sqlite3.Connection,
+        hub_id: str,
+        epoch: int,
+        lane: Lane,
+        upload: LaneUpload,
+        stored_at: float,
+    ) -> LaneOutcome:
+        stored = conn.execute(
+            "SELECT hwm FROM lane_marks WHERE hub_id = ? AND epoch = ? AND lane = ?",
+            (hub_id, epoch, lane.value),
+        ).fetchone()
+        hwm = max(stored[0] if stored else 0, upload.base)
+
+        inserted = repeats = duplicates = 0
+        gap_at: int | None = None
+        for event in sorted(upload.events, key=lambda e: e.seq):
+            if event.seq <= hwm:
+                repeats += 1
+                continue
+            if event.seq > hwm + 1:
+                gap_at = event.seq
+                break
+            if _insert(conn, hub_id, event, stored_at):
+                inserted += 1
+            else:
+                duplicates += 1
+            hwm += 1
+
+        conn.execute(
+            "INSERT INTO lane_marks (hub_id, epoch, lane, hwm, repeats, duplicates, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (hub_id, epoch, lane) DO UPDATE SET hwm = excluded.hwm,"
+            " repeats = repeats + excluded.repeats,"
+            " duplicates = duplicates + excluded.duplicates, updated_at = excluded.updated_at",
+            (hub_id, epoch, lane.value, hwm, repeats, duplicates, stored_at),
+        )
+        return LaneOutcome(hwm, inserted, repeats, duplicates, gap_at)
+
+
+def _insert(conn: sqlite3.Connection, hub_id: str, event: WireEvent, stored_at: float) -> bool:
+    """Store one event; False if its id is already stored for this hub."""
+    cursor = conn.execute(
+        "INSERT INTO events (hub_id, event_id, epoch, lane, seq, device_id, kind, type, data,"
+        " received_at, clock_synchronised, device_time, retained, stored_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (hub_id, event_id) DO NOTHING",
+        (
+            hub_id,
+            event.event_id,
+            event.epoch,
+            event.lane.value,
+            event.seq,
+            event.device_id,
+            event.kind,
+            event.type,
+            json.dumps(event.data, ensure_ascii=False, separators=(",", ":")),
+            event.received_at,
+            int(event.clock_synchronised),
+            event.device_time,
+            int(event.retained),
+            stored_at,
+        ),
+    )
+    return cursor.rowcount == 1

@@ -1,0 +1,164 @@
+"""The hub's outbox: what the city has not acknowledged yet, read from the journal.
+
+Each lane's progress lives in the journal's ``sync_lanes`` table: ``acked_seq`` is
+the highest sequence the city confirmed it holds, so everything above it is
+pending. Reads go through a reader connection; acknowledgements and errors are
+written through the journal's writer, so an ack is on disk before the next batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TypeVar
+
+from hub.events import LANE_ORDER, Event, Lane
+from hub.journal import Journal, read_lane
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_LANE_NAMES = frozenset(lane.value for lane in LANE_ORDER)
+
+
+@dataclass(frozen=True, slots=True)
+class LaneState:
+    """One lane's row of ``sync_lanes``."""
+
+    lane: Lane
+    acked_seq: int
+    last_ack_at: float | None
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LaneBatch:
+    """The pending events of one lane going into a batch."""
+
+    lane: Lane
+    base: int
+    events: list[Event]
+
+
+class Outbox:
+    """Pending events per lane, and the record of what the city acknowledged."""
+
+    def __init__(self, journal: Journal) -> None:
+        self._journal = journal
+        self._states = self._load_states()
+
+    # -- reading -----------------------------------------------------------------
+
+    def lane_states(self) -> dict[Lane, LaneState]:
+        """Each lane's sync state as last read or written."""
+        return dict(self._states)
+
+    def backlog(self) -> dict[Lane, int]:
+        """Events journaled but not acknowledged, per lane."""
+        last = self._journal.last_seqs()
+        return {
+            lane: max(0, last.get(lane, 0) - self._states[lane].acked_seq) for lane in LANE_ORDER
+        }
+
+    async def pending(self, limit: int) -> list[LaneBatch]:
+        """Up to `limit` unacknowledged events in total, filled in lane priority."""
+        return await asyncio.to_thread(self._read_pending, limit)
+
+    # -- writing -----------------------------------------------------------------
+
+    async def record_acks(self, acks: Mapping[Lane, int], at: float) -> dict[Lane, int]:
+        """Store the city's acks; return how many events each newly acknowledged."""
+        before = {lane: self._states[lane].acked_seq for lane in acks}
+
+        def update(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            for lane, seq in acks.items():
+                conn.execute(
+                    "UPDATE sync_lanes SET acked_seq = MAX(acked_seq, ?), last_ack_at = ?,"
+                    " last_error = NULL WHERE lane = ?",
+                    (seq, at, lane.value),
+                )
+            return _select_states(conn)
+
+        self._remember(await self._write(update))
+        return {lane: self._states[lane].acked_seq - before[lane] for lane in acks}
+
+    async def record_error(self, lanes: Iterable[Lane], message: str) -> None:
+        """Store `message` as the last error of `lanes`, unless it is already there."""
+        changed = [lane for lane in lanes if self._states[lane].last_error != message]
+        if not changed:
+            return
+
+        def update(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+            conn.executemany(
+                "UPDATE sync_lanes SET last_error = ? WHERE lane = ?",
+                [(message, lane.value) for lane in changed],
+            )
+            return _select_states(conn)
+
+        self._remember(await self._write(update))
+
+    # -- internals ---------------------------------------------------------------
+
+    async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        # Journal.write would cancel the queued work's future when this task is
+        # cancelled, and the journal's writer then fails to settle it; shielding
+        # the wrapped future leaves the work to finish and only stops waiting.
+        return await asyncio.shield(asyncio.wrap_future(self._journal.call(work)))
+
+    def _load_states(self) -> dict[Lane, LaneState]:
+        conn = self._journal.reader()
+        try:
+            rows = _select_states(conn)
+        finally:
+            conn.close()
+        states = {lane: LaneState(lane, 0, None, None) for lane in LANE_ORDER}
+        states.update(_states_from(rows))
+        return states
+
+    def _remember(self, rows: list[sqlite3.Row]) -> None:
+        self._states.update(_states_from(rows))
+
+    def _read_pending(self, limit: int) -> list[LaneBatch]:
+        # A connection per read: a cancelled read left running in its thread
+        # then shares nothing with the next one.
+        conn = self._journal.reader()
+        try:
+            conn.execute("BEGIN")
+            self._remember(_select_states(conn))
+            return self._fill(conn, limit)
+        finally:
+            conn.close()
+
+    def _fill(self, conn: sqlite3.Connection, limit: int) -> list[LaneBatch]:
+        batches: list[LaneBatch] = []
+        room = limit
+        for lane in LANE_ORDER:
+            if room <= 0:
+                break
+            base = self._states[lane].acked_seq
+            events = read_lane(conn, self._journal.hub_id, lane, base, room)
+            if events:
+                batches.append(LaneBatch(lane, base, events))
+                room -= len(events)
+        return batches
+
+
+def _select_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    return conn.execute(
+        "SELECT lane, acked_seq, last_ack_at, last_error FROM sync_lanes"
+    ).fetchall()
+
+
+def _states_from(rows: Iterable[sqlite3.Row]) -> dict[Lane, LaneState]:
+    states: dict[Lane, LaneState] = {}
+    for row in rows:
+        if row["lane"] not in _LANE_NAMES:
+            logger.warning("sync_lanes has unknown lane %r; ignored", row["lane"])
+            continue
+        lane = Lane(row["lane"])
+        states[lane] = LaneState(lane, row["acked_seq"], row["last_ack_at"], row["last_error"])
+    return states

@@ -1,0 +1,488 @@
+"""The reference city receiver: takes signed batches from hubs and stores them once.
+
+Routes (see docs/sync-protocol.md):
+
+* ``POST /v1/hubs/{hub_id}/batches``: a signed, gzip-compressed batch; replies with
+  each lane's high-water mark as the ack.
+* ``GET /v1/hubs/{hub_id}/status``: signed; per-lane high-water marks and counts.
+* ``GET /healthz``: no auth.
+* ``GET|POST /admin/faults``: loopback only, ``Authorization: Bearer <admin token>``;
+  present only when an admin token is configured. Reads or sets the fault knobs.
+
+Fault knobs, for tests and demos: ``fail_with_500`` (probability of replying 500
+before storing), ``delay_seconds`` (wait before handling a batch) and ``drop_ack``
+(probability of storing a batch, then replying 500 as if the ack were lost).
+
+Run it as ``python -m sync.receiver --db city.db --keys keys.json --port 8765``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hmac
+import ipaddress
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from hub.clock import Clock, SystemClock
+from hub.errors import ConfigError
+from hub.events import Lane
+from sync.city_store import BatchStore, LaneUpload, SQLiteBatchStore
+from sync.errors import AuthError, BatchError, NonceCacheFull
+from sync.keys import HubKey, load_keys
+from sync.signing import RequestVerifier
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8765
+ADMIN_TOKEN_ENV = "HALLHUB_RECEIVER_ADMIN_TOKEN"
+MAX_BODY_BYTES = 8 * 1024 * 1024
+MAX_INFLATED_BYTES = 64 * 1024 * 1024
+MAX_EVENTS_PER_BATCH = 10_000
+MAX_DELAY_SECONDS = 600.0
+
+
+class BatchBody(BaseModel):
+    """The decoded body of ``POST /v1/hubs/{hub_id}/batches``."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    hub_id: str
+    epoch: int = Field(ge=1)
+    lanes: dict[Lane, LaneUpload]
+
+
+class FaultUpdate(BaseModel):
+    """The body of ``POST /admin/faults``: the knobs to change."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    fail_with_500: float | None = None
+    delay_seconds: float | None = None
+    drop_ack: float | None = None
+
+
+@dataclass(slots=True)
+class Faults:
+    """Failures the receiver injects on purpose."""
+
+    fail_with_500: float = 0.0
+    delay_seconds: float = 0.0
+    drop_ack: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("fail_with_500", "drop_ack"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be a probability between 0 and 1")
+        if not 0.0 <= self.delay_seconds <= MAX_DELAY_SECONDS:
+            raise ValueError(f"delay_seconds must be between 0 and {MAX_DELAY_SECONDS:.0f}")
+
+
+class HttpProblem(Exception):
+    """A request refused with an HTTP status, an error code and a detail."""
+
+    def __init__(self, status: int, error: str, detail: str) -> None:
+        self.status = status
+        self.error = error
+        self.detail = detail
+        super().__init__(f"{status} {error}: {detail}")
+
+
+@dataclass(slots=True)
+class ReceiverState:
+    """What the routes share."""
+
+    store: BatchStore
+    verifier: RequestVerifier
+    clock: Clock
+    faults: Faults
+    admin_token: str | None
+    rng: random.Random
+
+
+def create_app(
+    store: BatchStore,
+    keys: Mapping[str, HubKey],
+    *,
+    clock: Clock | None = None,
+    faults: Faults | None = None,
+    admin_token: str | None = None,
+    rng: random.Random | None = None,
+) -> Starlette:
+    """The receiver as an ASGI app; `app.state.receiver` holds its `ReceiverState`."""
+    routes = [
+        Route("/healthz", _healthz, methods=["GET"]),
+        Route("/v1/hubs/{hub_id}/batches", _post_batch, methods=["POST"]),
+        Route("/v1/hubs/{hub_id}/status", _get_status, methods=["GET"]),
+    ]
+    if admin_token:
+        routes.append(Route("/admin/faults", _faults, methods=["GET", "POST"]))
+
+    app = Starlette(routes=routes, exception_handlers={HttpProblem: _problem_reply})
+    app.state.receiver = ReceiverState(
+        store=store,
+        verifier=RequestVerifier(keys),
+        clock=clock or SystemClock(),
+        faults=faults or Faults(),
+        admin_token=admin_token,
+        rng=rng or random.Random(),
+    )
+    return app
+
+
+# -- routes ----------------------------------------------------------------------
+
+
+async def _healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def _post_batch(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    hub_id = request.path_params["hub_id"]
+    body = await _read_body(request)
+    _authenticate(request, state, hub_id, body)
+
+    await _inject_delay_or_failure(state)
+    batch = _decode_batch(hub_id, body, request.headers.get("content-encoding", ""))
+    now = state.clock.wall()
+    outcomes = await run_in_threadpool(
+        state.store.apply_batch, hub_id, batch.epoch, batch.lanes, now
+    )
+
+    _log_outcomes(hub_id, batch.epoch, outcomes)
+    if state.faults.drop_ack and state.rng.random() < state.faults.drop_ack:
+        logger.info("fault drop_ack: batch from %s stored, replying 500", hub_id)
+        raise HttpProblem(500, "injected_failure", "drop_ack")
+    acks = {lane.value: outcome.hwm for lane, outcome in outcomes.items()}
+    return JSONResponse({"acks": acks, "server_time": state.clock.wall()})
+
+
+async def _get_status(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    hub_id = request.path_params["hub_id"]
+    body = await _read_body(request)
+    _authenticate(request, state, hub_id, body)
+
+    status = await run_in_threadpool(state.store.hub_status, hub_id)
+    return JSONResponse({**status, "server_time": state.clock.wall()})
+
+
+async def _faults(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    _check_admin(request, state)
+
+    if request.method == "POST":
+        state.faults = _updated_faults(state.faults, await request.body())
+        logger.info("faults set: %s", asdict(state.faults))
+    return JSONResponse(asdict(state.faults))
+
+
+async def _problem_reply(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HttpProblem)
+    state: ReceiverState = request.app.state.receiver
+    reply = {"error": exc.error, "detail": exc.detail, "server_time": state.clock.wall()}
+    return JSONResponse(reply, status_code=exc.status)
+
+
+# -- steps -----------------------------------------------------------------------
+
+
+async def _read_body(request: Request) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise HttpProblem(413, "too_large", f"body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _authenticate(request: Request, state: ReceiverState, hub_id: str, body: bytes) -> None:
+    # The signature covers the path exactly as sent, before any percent-decoding.
+    raw_path = request.scope.get("raw_path") or request.url.path.encode()
+    path = bytes(raw_path).split(b"?", 1)[0].decode("ascii", errors="replace")
+    try:
+        key = state.verifier.verify(
+            request.method, path, body, request.headers.get("authorization"), state.clock.wall()
+        )
+    except AuthError as exc:
+        logger.warning("refused %s %s: %s", request.method, path, exc.reason)
+        raise HttpProblem(401, exc.reason, exc.detail) from exc
+    except NonceCacheFull as exc:
+        logger.error("refused %s %s: %s", request.method, path, exc)
+        raise HttpProblem(503, "busy", str(exc)) from exc
+
+    if key.hub_id != hub_id:
+        logger.warning("key %s of hub %s used for hub %s", key.key_id, key.hub_id, hub_id)
+        raise HttpProblem(403, "wrong_hub", f"key {key.key_id!r} is not for hub {hub_id!r}")
+
+
+async def _inject_delay_or_failure(state: ReceiverState) -> None:
+    faults = state.faults
+    if faults.delay_seconds:
+        await asyncio.sleep(faults.delay_seconds)
+    if faults.fail_with_500 and state.rng.random() < faults.fail_with_500:
+        raise HttpProblem(500, "injected_failure", "fail_with_500")
+
+
+def _decode_batch(hub_id: str, body: bytes, encoding: str) -> BatchBody:
+    raw = _inflate(body, encoding.strip().lower())
+    try:
+        batch = BatchBody.model_validate_json(raw)
+        _check_batch(hub_id, batch)
+    except ValidationError as exc:
+        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:10]]
+        raise HttpProblem(400, "bad_batch", "; ".join(problems)) from exc
+    except BatchError as exc:
+        raise HttpProblem(400, "bad_batch", str(exc)) from exc
+    return batch
+
+
+def _inflate(body: bytes, encoding: str) -> bytes:
+    if encoding in ("", "identity"):
+        return body
+    if encoding != "gzip":
+        raise HttpProblem(415, "bad_encoding", f"Content-Encoding {encoding!r} not supported")
+
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        raw = inflater.decompress(body, MAX_INFLATED_BYTES)
+    except zlib.error as exc:
+        raise HttpProblem(400, "bad_encoding", f"gzip body is corrupt: {exc}") from exc
+    if inflater.unconsumed_tail:
+        raise HttpProblem(413, "too_large", f"body inflates past {MAX_INFLATED_BYTES} bytes")
+    if not inflater.eof:
+        raise HttpProblem(400, "bad_encoding", "gzip body is truncated")
+    return raw
+
+
+def _check_batch(hub_id: str, batch: BatchBody) -> None:
+    problems: list[str] = []
+    if batch.hub_id != hub_id:
+        problems.append(f"hub_id {batch.hub_id!r} differs from the path's {hub_id!r}")
+    total = sum(len(upload.events) for upload in batch.lanes.values())
+    if total > MAX_EVENTS_PER_BATCH:
+        problems.append(f"{total} events; at most {MAX_EVENTS_PER_BATCH} per batch")
+    for lane, upload in batch.lanes.items():
+        for event in upload.events:
+            if event.lane is not lane or event.hub_id != hub_id:
+                problems.append(f"lanes.{lane.value}: event {event.event_id} is misfiled")
+                break
+    if problems:
+        raise BatchError(problems)
+
+
+def _log_outcomes(hub_id: str, epoch: int, outcomes: Mapping[Lane, Any]) -> None:
+    for lane, outcome in outcomes.items():
+        logger.debug(
+            "hub %s epoch %d lane %s: +%d stored, %d repeats, %d duplicates, hwm %d",
+            hub_id,
+            epoch,
+            lane.value,
+            outcome.inserted,
+            outcome.repeats,
+            outcome.duplicates,
+            outcome.hwm,
+        )
+        if outcome.gap_at is not None:
+            logger.warning(
+                "hub %s lane %s: gap, got seq %d after hwm %d",
+                hub_id,
+                lane.value,
+                outcome.gap_at,
+                outcome.hwm,
+            )
+
+
+def _check_admin(request: Request, state: ReceiverState) -> None:
+    client = request.client
+    try:
+        loopback = client is not None and ipaddress.ip_address(client.host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise HttpProblem(403, "not_loopback", "admin routes answer on loopback only")
+
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    expected = state.admin_token or ""
+    if scheme != "Bearer" or not hmac.compare_digest(token.encode(), expected.encode()):
+        raise HttpProblem(401, "bad_admin_token", "admin token missing or wrong")
+
+
+def _updated_faults(current: Faults, body: bytes) -> Faults:
+    try:
+        update = FaultUpdate.model_validate_json(body or b"{}")
+        changes = {name: value for name, value in update if value is not None}
+        return Faults(**{**asdict(current), **changes})
+    except (ValidationError, ValueError) as exc:
+        raise HttpProblem(400, "bad_faults", str(exc).splitlines()[0]) from exc
+
+
+# -- process ---------------------------------------------------------------------
+
+
+def run_receiver(
+    db_path: Path,
+    host: str,
+    port: int,
+    keys_path: Path,
+    *,
+    faults: Faults | None = None,
+    admin_token: str | None = None,
+) -> None:
+    """Serve the receiver with uvicorn until SIGTERM or SIGINT."""
+    keys = load_keys(keys_path)
+    store = SQLiteBatchStore(db_path)
+    app = create_app(store, keys, faults=faults, admin_token=admin_token)
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        lifespan="off",
+        timeout_graceful_shutdown=10,
+    )
+
+    logger.info("city receiver on %s:%d, %d keys, store %s", host, port, len(keys), db_path)
+    try:
+        with _signals_end_quietly():
+            uvicorn.Server(config).run()
+    finally:
+        store.close()
+    logger.info("city receiver stopped")
+
+
+class BackgroundReceiver:
+    """A receiver app served by uvicorn on a thread of this process (tests, demos).
+
+    It listens on a socket the caller bound in advance, so a client can be pointed
+    at the port before the receiver starts and see connections refused until then.
+    """
+
+    def __init__(self, app: Starlette, sock: socket.socket) -> None:
+        self._sock = sock
+        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run, kwargs={"sockets": [sock]}, name="city-receiver"
+        )
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start serving; return once the socket accepts connections."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("city receiver thread did not start")
+            time.sleep(0.01)
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._server.should_exit = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=30)
+        self._sock.close()
+
+
+@contextlib.contextmanager
+def _signals_end_quietly() -> Iterator[None]:
+    """Let uvicorn's re-raised SIGTERM/SIGINT end `run_receiver` normally."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        logger.info("received %s", signal.Signals(signum).name)
+
+    handled = (signal.SIGTERM, signal.SIGINT)
+    previous = {signum: signal.signal(signum, note) for signum in handled}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Command line: ``python -m sync.receiver --db ... --port ... --keys ...``."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        faults = Faults(args.fail_with_500, args.delay_seconds, args.drop_ack)
+        run_receiver(
+            args.db,
+            args.host,
+            args.port,
+            args.keys,
+            faults=faults,
+            admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+        )
+    except (ConfigError, ValueError, OSError) as exc:
+        print(f"city-receiver: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="city-receiver",
+        description="Reference city receiver for hallhub batches. The admin route "
+        f"/admin/faults is enabled when {ADMIN_TOKEN_ENV} is set.",
+    )
+    parser.add_argument("--db", type=Path, required=True, help="SQLite file for events")
+    parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
+    parser.add_argument("--keys", type=Path, required=True, help="hub keys file (YAML/JSON)")
+    parser.add_argument(
+        "--fail-with-500",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of failing a batch with 500 before storing",
+    )
+    parser.add_argument(
+        "--delay-seconds", type=float, default=0.0, help="wait this long before handling each batch"
+    )
+    parser.add_argument(
+        "--drop-ack",
+        type=float,
+        default=0.0,
+        metavar="P",
+        help="probability of storing a batch, then replying 500",
+    )
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    return parser
+
+
+if __name__ == "__main__":
+    sys.exit(main())

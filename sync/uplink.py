@@ -1,0 +1,395 @@
+"""The uplink: sends the journal's unacknowledged events to the city, batch by batch.
+
+One batch at a time: read up to `batch_size` pending events in lane priority, POST
+them gzip-compressed and signed, and move each lane's ``acked_seq`` to what the
+city says it holds. The journal keeps everything until then, so a crash or an
+outage only delays events; the city deduplicates what is sent twice.
+
+Failures:
+
+* 5xx, timeout, refused connection: retried with capped, jittered exponential
+  backoff. The outage is logged once at ERROR, repeats at DEBUG, recovery at INFO.
+* 401 because the hub's clock is off: the hub learns the offset from the reply's
+  ``server_time`` (or ``Date``) and re-signs at once.
+* Any other 4xx: logged at ERROR and retried slowly. Known gap: such a batch stays
+  at the head of its lanes and blocks them; setting a poison batch aside with a
+  tombstone is a later issue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import gzip
+import json
+import logging
+import random
+from collections.abc import Sequence
+from email.utils import parsedate_to_datetime
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from hub.clock import Clock
+from hub.errors import JournalError
+from hub.events import LANE_ORDER, Event, Lane
+from hub.journal import Journal
+from sync.errors import CityError, CityRejected, CityUnavailable
+from sync.outbox import LaneBatch, Outbox
+from sync.signing import sign_request
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = httpx.Timeout(connect=5.0, read=30.0, write=30.0, pool=5.0)
+REQUEST_DEADLINE_SECONDS = 60.0
+BACKOFF_INITIAL_SECONDS = 0.5
+BACKOFF_CAP_SECONDS = 30.0
+REJECTED_RETRY_SECONDS = 300.0
+POLL_SECONDS = 5.0
+_REASON_CHARS = 200
+
+
+class LinkState(enum.StrEnum):
+    """How the last attempt to reach the city went."""
+
+    IDLE = "idle"
+    OUTAGE = "outage"
+    REJECTED = "rejected"
+
+
+class Backoff:
+    """Capped exponential delays, each jittered to between half and all of its step."""
+
+    def __init__(self, initial: float, cap: float, rng: random.Random) -> None:
+        self._initial = initial
+        self._cap = cap
+        self._rng = rng
+        self._attempts = 0
+
+    def next_delay(self) -> float:
+        """The delay before the next retry."""
+        step = min(self._cap, self._initial * 2.0**self._attempts)
+        self._attempts = min(self._attempts + 1, 32)
+        return step / 2 + self._rng.uniform(0, step / 2)
+
+    def reset(self) -> None:
+        """Start again from the initial delay."""
+        self._attempts = 0
+
+
+class Uplink:
+    """Store-and-forward of journaled events to the city platform."""
+
+    def __init__(
+        self,
+        journal: Journal,
+        city_url: str,
+        key_id: str,
+        secret: bytes,
+        clock: Clock,
+        batch_size: int = 500,
+        *,
+        timeout: httpx.Timeout = DEFAULT_TIMEOUT,
+        poll_seconds: float = POLL_SECONDS,
+        proxy: str | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        self._journal = journal
+        self._batch_url = f"{city_url.rstrip('/')}/v1/hubs/{quote(journal.hub_id, safe='')}/batches"
+        self._key_id = key_id
+        self._secret = secret
+        self._clock = clock
+        self._batch_size = batch_size
+        self._timeout = timeout
+        self._poll_seconds = poll_seconds
+        self._proxy = proxy
+
+        self._outbox = Outbox(journal)
+        self._backoff = Backoff(
+            BACKOFF_INITIAL_SECONDS, BACKOFF_CAP_SECONDS, rng or random.Random()
+        )
+        self._client: httpx.AsyncClient | None = None
+        self._lock = asyncio.Lock()
+        self._wakeup = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._state = LinkState.IDLE
+        self._failures = 0
+        self._last_error: str | None = None
+        self._clock_offset = 0.0
+
+    async def __aenter__(self) -> Uplink:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the HTTP client; a later drain opens a new one."""
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+
+    # -- running -----------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send batches until cancelled, waiting for new events when none are pending."""
+        self._loop = asyncio.get_running_loop()
+        logger.info("uplink for hub %s started", self._journal.hub_id)
+        try:
+            while True:
+                self._wakeup.clear()
+                delay = await self._attempt()
+                if delay is None:
+                    await self._wait_for_events()
+                else:
+                    await self._clock.sleep(delay)
+        finally:
+            self._loop = None
+            await self.aclose()
+            logger.info("uplink for hub %s stopped", self._journal.hub_id)
+
+    def notify(self, events: Sequence[Event] = ()) -> None:
+        """Wake the uplink: new events were committed. Safe from any thread.
+
+        Its signature fits `Journal.add_commit_listener`.
+        """
+        loop = self._loop
+        if loop is None:
+            return
+        try:
+            loop.call_soon_threadsafe(self._wakeup.set)
+        except RuntimeError:
+            logger.debug("uplink loop closed; notification dropped")
+
+    async def drain_once(self) -> int:
+        """Send one batch of pending events; return how many the city acknowledged.
+
+        Raises `CityUnavailable` or `CityRejected` when the batch was not
+        acknowledged; the error is also recorded on the batch's lanes.
+        """
+        async with self._lock:
+            batches = await self._outbox.pending(self._batch_size)
+            if not batches:
+                return 0
+
+            body = _encode_batch(self._journal, batches)
+            try:
+                acks = _acks_from(await self._post_batch(body), batches)
+            except CityError as exc:
+                await self._outbox.record_error([b.lane for b in batches], str(exc))
+                raise
+
+            counts = await self._outbox.record_acks(acks, self._clock.wall())
+            acknowledged = sum(counts.values())
+            logger.debug("batch of %d events: %d acknowledged", _size(batches), acknowledged)
+            return acknowledged
+
+    def status(self) -> dict[str, Any]:
+        """The link's state and, per lane, backlog, acked_seq, last_ack_at, last_error."""
+        backlog = self._outbox.backlog()
+        states = self._outbox.lane_states()
+        lanes = {
+            lane.value: {
+                "backlog": backlog[lane],
+                "acked_seq": states[lane].acked_seq,
+                "last_ack_at": states[lane].last_ack_at,
+                "last_error": states[lane].last_error,
+            }
+            for lane in LANE_ORDER
+        }
+        link = {
+            "state": self._state.value,
+            "consecutive_failures": self._failures,
+            "last_error": self._last_error,
+            "clock_offset_seconds": round(self._clock_offset, 3),
+        }
+        return {"link": link, "lanes": lanes}
+
+    # -- one attempt -------------------------------------------------------------
+
+    async def _attempt(self) -> float | None:
+        """Drain once; return the delay before the next try, or None to wait for events."""
+        try:
+            acknowledged = await self.drain_once()
+        except (CityUnavailable, JournalError) as exc:
+            self._note_failure(LinkState.OUTAGE, exc)
+            return self._backoff.next_delay()
+        except CityRejected as exc:
+            self._note_failure(LinkState.REJECTED, exc)
+            return REJECTED_RETRY_SECONDS
+
+        self._note_success()
+        return 0.0 if acknowledged > 0 else None
+
+    async def _wait_for_events(self) -> None:
+        wakeup = asyncio.create_task(self._wakeup.wait(), name="uplink-wakeup")
+        poll = asyncio.create_task(self._clock.sleep(self._poll_seconds), name="uplink-poll")
+        try:
+            await asyncio.wait({wakeup, poll}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (wakeup, poll):
+                task.cancel()
+            await asyncio.gather(wakeup, poll, return_exceptions=True)
+
+    def _note_failure(self, state: LinkState, exc: Exception) -> None:
+        reason = str(exc)
+        first = self._state is not state or self._last_error != reason
+        self._failures += 1
+        self._last_error = reason
+        self._state = state
+
+        if first:
+            logger.error("city sync failing (%s): %s; retrying", state.value, reason)
+        else:
+            logger.debug("city sync still failing (attempt %d): %s", self._failures, reason)
+
+    def _note_success(self) -> None:
+        if self._state is not LinkState.IDLE:
+            logger.info("city sync recovered after %d failed attempts", self._failures)
+        self._state = LinkState.IDLE
+        self._failures = 0
+        self._last_error = None
+        self._backoff.reset()
+
+    # -- HTTP --------------------------------------------------------------------
+
+    async def _post_batch(self, body: bytes) -> dict[str, Any]:
+        """POST a batch; on a clock-skew 401, learn the offset and send it once more."""
+        response = await self._post(body)
+        if response.status_code == 401 and _error_code(response) == "clock_skew":
+            logger.warning(
+                "city refused our timestamp; clock offset now %+.1f s, re-signing",
+                self._clock_offset,
+            )
+            response = await self._post(body)
+        return _check_reply(response)
+
+    async def _post(self, body: bytes) -> httpx.Response:
+        client = self._ensure_client()
+        request = client.build_request(
+            "POST",
+            self._batch_url,
+            content=body,
+            headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+        )
+        path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
+        sent_at = self._clock.wall()
+        request.headers["Authorization"] = sign_request(
+            self._key_id, self._secret, "POST", path, body, sent_at + self._clock_offset
+        )
+
+        try:
+            async with asyncio.timeout(REQUEST_DEADLINE_SECONDS):
+                response = await client.send(request)
+        except (httpx.TransportError, TimeoutError) as exc:
+            raise CityUnavailable(_describe(exc)) from exc
+
+        if response.status_code in (200, 401):
+            self._learn_offset(response, (sent_at + self._clock.wall()) / 2)
+        return response
+
+    def _learn_offset(self, response: httpx.Response, local_midpoint: float) -> None:
+        server_time = _server_time(response)
+        if server_time is not None:
+            self._clock_offset = server_time - local_midpoint
+
+    def _ensure_client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            # No proxy from the environment: where batches go is explicit configuration.
+            self._client = httpx.AsyncClient(
+                timeout=self._timeout, trust_env=False, proxy=self._proxy
+            )
+        return self._client
+
+
+def _encode_batch(journal: Journal, batches: list[LaneBatch]) -> bytes:
+    document = {
+        "hub_id": journal.hub_id,
+        "epoch": journal.epoch,
+        "lanes": {
+            batch.lane.value: {
+                "base": batch.base,
+                "events": [event.to_wire() for event in batch.events],
+            }
+            for batch in batches
+        },
+    }
+    raw = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
+    return gzip.compress(raw, mtime=0)
+
+
+def _check_reply(response: httpx.Response) -> dict[str, Any]:
+    status = response.status_code
+    if status >= 500:
+        raise CityUnavailable(f"HTTP {status}: {_reason(response)}")
+    if status != 200:
+        raise CityRejected(status, _reason(response))
+    try:
+        reply = response.json()
+    except ValueError as exc:
+        raise CityUnavailable("reply is not JSON") from exc
+    if not isinstance(reply, dict) or not isinstance(reply.get("acks"), dict):
+        raise CityUnavailable("reply has no acks mapping")
+    return reply
+
+
+def _acks_from(reply: dict[str, Any], batches: list[LaneBatch]) -> dict[Lane, int]:
+    """Each sent lane's ack, never beyond the last event sent in that lane."""
+    acks: dict[Lane, int] = {}
+    for batch in batches:
+        value = reply["acks"].get(batch.lane.value, batch.base)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise CityUnavailable(f"ack for lane {batch.lane.value} is not an integer")
+        last_sent = batch.events[-1].seq
+        if value > last_sent:
+            logger.debug("lane %s acked %d beyond %d sent", batch.lane, value, last_sent)
+        acks[batch.lane] = min(value, last_sent)
+    return acks
+
+
+def _server_time(response: httpx.Response) -> float | None:
+    try:
+        value = response.json().get("server_time")
+    except (ValueError, AttributeError):
+        value = None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+
+    date = response.headers.get("Date")
+    if date is None:
+        return None
+    try:
+        return parsedate_to_datetime(date).timestamp()
+    except (TypeError, ValueError):
+        return None
+
+
+def _error_field(response: httpx.Response, name: str) -> str | None:
+    try:
+        value = response.json().get(name)
+    except (ValueError, AttributeError):
+        return None
+    return value if isinstance(value, str) else None
+
+
+def _error_code(response: httpx.Response) -> str | None:
+    return _error_field(response, "error")
+
+
+def _reason(response: httpx.Response) -> str:
+    code, detail = _error_code(response), _error_field(response, "detail")
+    if code is not None:
+        return f"{code}: {detail}"[:_REASON_CHARS] if detail else code
+    return response.text[:_REASON_CHARS].strip() or response.reason_phrase
+
+
+def _describe(exc: BaseException) -> str:
+    detail = str(exc) or "no detail"
+    return f"{type(exc).__name__}: {detail}"[:_REASON_CHARS]
+
+
+def _size(batches: list[LaneBatch]) -> int:
+    return sum(len(batch.events) for batch in batches)
