@@ -187,11 +187,11 @@ class Uplink:
             logger.debug("batch of %d events: %d acknowledged", _size(batches), acknowledged)
             return acknowledged
 
-    def status(self) -> dict[str, Any]:
-        """The link's state and, per lane, backlog, acked_seq, last_ack_at, last_error."""
+    def status(self) -> dict[str, dict[str, Any]]:
+        """Per lane: backlog, acked_seq, last_ack_at, last_error."""
         backlog = self._outbox.backlog()
         states = self._outbox.lane_states()
-        lanes = {
+        return {
             lane.value: {
                 "backlog": backlog[lane],
                 "acked_seq": states[lane].acked_seq,
@@ -200,13 +200,15 @@ class Uplink:
             }
             for lane in LANE_ORDER
         }
-        link = {
+
+    def link_status(self) -> dict[str, Any]:
+        """The link as a whole: state, consecutive failures, last error, clock offset."""
+        return {
             "state": self._state.value,
             "consecutive_failures": self._failures,
             "last_error": self._last_error,
             "clock_offset_seconds": round(self._clock_offset, 3),
         }
-        return {"link": link, "lanes": lanes}
 
     # -- one attempt -------------------------------------------------------------
 

@@ -11,7 +11,6 @@ import sqlite3
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -129,7 +128,7 @@ async def stop(task: asyncio.Task[None]) -> None:
 
 
 def backlog(uplink: Uplink) -> int:
-    return sum(lane["backlog"] for lane in uplink.status()["lanes"].values())
+    return sum(lane["backlog"] for lane in uplink.status().values())
 
 
 def assert_each_once_in_order(rows: list[tuple[str, int, str]], expected: dict[Lane, int]) -> None:
@@ -182,28 +181,29 @@ async def test_status_reports_backlog_per_lane(journal: Journal, city: City) -> 
     city.start()
 
     async with Uplink(journal, city.url, KEY.key_id, KEY.secret, clock, 4) as uplink:
-        before = uplink.status()["lanes"]
+        before = uplink.status()
         await uplink.drain_once()
         after = uplink.status()
+        link = uplink.link_status()
 
     assert {lane: before[lane]["backlog"] for lane in ("alarm", "telemetry")} == {
         "alarm": 5,
         "telemetry": 3,
     }
-    assert after["lanes"]["alarm"] == {
+    assert after["alarm"] == {
         "backlog": 1,
         "acked_seq": 4,
         "last_ack_at": clock.wall(),
         "last_error": None,
     }
-    assert after["lanes"]["telemetry"]["backlog"] == 3
-    assert after["lanes"]["rating"] == {
+    assert after["telemetry"]["backlog"] == 3
+    assert after["rating"] == {
         "backlog": 0,
         "acked_seq": 0,
         "last_ack_at": None,
         "last_error": None,
     }
-    assert after["link"]["state"] == "idle"
+    assert link["state"] == "idle"
 
 
 async def test_receiver_down_then_up(
@@ -223,7 +223,7 @@ async def test_receiver_down_then_up(
             await wait_for_failures(uplink, failures)
             await clock.advance(BACKOFF_CAP_SECONDS)
         await wait_for_failures(uplink, 4)
-        lane_error = uplink.status()["lanes"]["alarm"]["last_error"]
+        lane_error = uplink.status()["alarm"]["last_error"]
         city.start()
         await clock.advance(BACKOFF_CAP_SECONDS)
         await wait_until(lambda: backlog(uplink) == 0)
@@ -235,7 +235,7 @@ async def test_receiver_down_then_up(
     assert _levels(caplog, "city sync failing") == ["ERROR"]
     assert _levels(caplog, "city sync still failing") == ["DEBUG"] * 3
     assert _levels(caplog, "city sync recovered") == ["INFO"]
-    assert uplink.status()["lanes"]["alarm"]["last_error"] is None
+    assert uplink.status()["alarm"]["last_error"] is None
 
 
 async def test_receiver_stopped_midway(journal: Journal, city: City) -> None:
@@ -247,7 +247,7 @@ async def test_receiver_stopped_midway(journal: Journal, city: City) -> None:
 
     task = asyncio.create_task(uplink.run(), name="uplink")
     try:
-        await wait_until(lambda: uplink.status()["link"]["state"] == "idle")
+        await wait_until(lambda: uplink.link_status()["state"] == "idle")
         await append(journal, Lane.RATING, 4)
         await wait_until(lambda: backlog(uplink) == 0)
         city.stop()
@@ -271,7 +271,7 @@ async def test_dropped_ack_is_resent_and_deduplicated(journal: Journal, city: Ci
     async with Uplink(journal, city.url, KEY.key_id, KEY.secret, SystemClock()) as uplink:
         with pytest.raises(CityUnavailable):
             await uplink.drain_once()
-        failed = uplink.status()["lanes"]["ticket"]
+        failed = uplink.status()["ticket"]
         city.set_faults(drop_ack=0.0)
         sent = await uplink.drain_once()
 
@@ -291,7 +291,7 @@ async def test_hub_clock_an_hour_off_still_syncs(journal: Journal, city: City, s
 
     async with Uplink(journal, city.url, KEY.key_id, KEY.secret, clock) as uplink:
         sent = await uplink.drain_once()
-        offset = uplink.status()["link"]["clock_offset_seconds"]
+        offset = uplink.link_status()["clock_offset_seconds"]
 
     assert sent == 2
     assert abs(offset + skew) < 5
@@ -366,7 +366,7 @@ async def test_refused_key_is_a_rejection(
     async with Uplink(journal, city.url, key.key_id, key.secret, SystemClock()) as uplink:
         with pytest.raises(CityRejected) as caught:
             await uplink.drain_once()
-        lane = uplink.status()["lanes"]["alarm"]
+        lane = uplink.status()["alarm"]
 
     assert caught.value.status == status
     assert lane["last_error"].startswith(f"HTTP {status}")
@@ -374,8 +374,7 @@ async def test_refused_key_is_a_rejection(
 
 
 def _failures(uplink: Uplink) -> int:
-    link: dict[str, Any] = uplink.status()["link"]
-    return int(link["consecutive_failures"])
+    return int(uplink.link_status()["consecutive_failures"])
 
 
 async def wait_for_failures(uplink: Uplink, count: int) -> None:
