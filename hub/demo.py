@@ -68,7 +68,6 @@ class CityReceiverProcess:
         return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> None:
-        log = (self.state_dir / "receiver.log").open("ab")
         command = [
             sys.executable,
             "-m",
@@ -82,7 +81,8 @@ class CityReceiverProcess:
             "--keys",
             str(self.keys_path),
         ]
-        self._process = subprocess.Popen(command, stdout=log, stderr=log)
+        with (self.state_dir / "receiver.log").open("ab") as log:
+            self._process = subprocess.Popen(command, stdout=log, stderr=log)
         _wait_for_http(f"{self.url}/healthz", timeout=15)
         logger.info("city receiver up at %s (pid %d)", self.url, self._process.pid)
 

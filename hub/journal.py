@@ -382,6 +382,9 @@ class Journal:
                 if isinstance(outcome, Appended) and not outcome.duplicate:
                     fresh.append(outcome.event)
                 _safely(item.on_done, outcome)
+            elif item.future.cancelled():
+                # The caller gave up waiting; the work is done and committed anyway.
+                continue
             elif isinstance(outcome, BaseException):
                 item.future.set_exception(outcome)
             else:
