@@ -55,6 +55,7 @@ class BrokerSettings:
     keepalive: int = 30
     username: str | None = None
     password: str | None = None
+    mqtt5: bool = True
 
 
 class MqttIngest:
@@ -78,16 +79,21 @@ class MqttIngest:
 
     def start(self) -> None:
         """Connect in the background; paho reconnects by itself after a loss."""
-        connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect_properties.SessionExpiryInterval = self.settings.session_expiry
-        connect_properties.ReceiveMaximum = self.settings.receive_maximum
-        self._client.connect_async(
-            self.settings.host,
-            self.settings.port,
-            keepalive=self.settings.keepalive,
-            clean_start=False,
-            properties=connect_properties,
-        )
+        if self.settings.mqtt5:
+            connect_properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            connect_properties.SessionExpiryInterval = self.settings.session_expiry
+            connect_properties.ReceiveMaximum = self.settings.receive_maximum
+            self._client.connect_async(
+                self.settings.host,
+                self.settings.port,
+                keepalive=self.settings.keepalive,
+                clean_start=False,
+                properties=connect_properties,
+            )
+        else:
+            self._client.connect_async(
+                self.settings.host, self.settings.port, keepalive=self.settings.keepalive
+            )
         self._client.loop_start()
         logger.info(
             "MQTT ingest connecting to %s:%d as %s",
@@ -112,12 +118,23 @@ class MqttIngest:
     # -- paho callbacks (network thread) -----------------------------------------
 
     def _make_client(self) -> mqtt.Client:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.settings.client_id,
-            protocol=mqtt.MQTTv5,
-            manual_ack=True,
-        )
+        if self.settings.mqtt5:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.settings.client_id,
+                protocol=mqtt.MQTTv5,
+                manual_ack=True,
+            )
+        else:
+            # MQTT 3.1.1 (the in-process fallback broker): a persistent session through
+            # clean_session=False; the broker alone decides the in-flight window.
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=self.settings.client_id,
+                protocol=mqtt.MQTTv311,
+                clean_session=False,
+                manual_ack=True,
+            )
         if self.settings.username is not None:
             client.username_pw_set(self.settings.username, self.settings.password)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -135,8 +152,13 @@ class MqttIngest:
         # Subscribe on every connect: a broker restarted without its saved session
         # has forgotten our subscriptions. Retain-As-Published off means only
         # messages replayed because we subscribed still carry the retain flag.
-        options = SubscribeOptions(qos=1, retainAsPublished=False)
-        client.subscribe(f"{self.settings.topic_root}/+/+", options=options)
+        device_topics = f"{self.settings.topic_root}/+/+"
+        if self.settings.mqtt5:
+            client.subscribe(
+                device_topics, options=SubscribeOptions(qos=1, retainAsPublished=False)
+            )
+        else:
+            client.subscribe(device_topics, qos=1)  # 3.1.1 brokers clear retain on live messages
         self._connected.set()
         if self._outage_logged:
             logger.info("MQTT connection restored (session present: %s)", flags.session_present)

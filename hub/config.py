@@ -46,6 +46,9 @@ class MqttSection(_Section):
     receive_maximum: int = Field(default=200, ge=1, le=65535)
     session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
     crew_topic_root: TopicRoot = "hallhub"
+    protocol: Literal["5", "3.1.1"] = Field(
+        default="5", description="MQTT version the hub speaks to the broker; devices may differ."
+    )
 
 
 class ConsoleSection(_Section):

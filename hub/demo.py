@@ -123,7 +123,12 @@ def demo_config(
     """The hall configuration the demo runs with; also written to the state folder."""
     document: dict[str, Any] = {
         "hub": {"id": HUB_ID, "state_dir": str(state_dir / "hub"), "clock_sync": "assume"},
-        "mqtt": {"host": broker.host, "port": broker.port, "topic_root": "hall"},
+        "mqtt": {
+            "host": broker.host,
+            "port": broker.port,
+            "topic_root": "hall",
+            "protocol": "5" if broker.supports_mqtt5 else "3.1.1",
+        },
         "console": {"host": LOOPBACK, "port": console_port},
         "city": {
             "url": city_url,

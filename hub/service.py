@@ -157,6 +157,7 @@ class HubService:
             topic_root=mqtt.topic_root,
             receive_maximum=mqtt.receive_maximum,
             session_expiry=mqtt.session_expiry,
+            mqtt5=mqtt.protocol == "5",
         )
 
     def _start_uplink(self) -> None:
