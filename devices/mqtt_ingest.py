@@ -69,7 +69,9 @@ class MqttIngest:
         self._journal = journal
         self._clock = clock
         self._connected = threading.Event()
+        self._subscribed = threading.Event()
         self._outage_logged = False
+        self._stopping = False
         self.on_taken_over: Callable[[], None] | None = None
         self._client = self._make_client()
 
@@ -104,12 +106,17 @@ class MqttIngest:
 
     def stop(self) -> None:
         """Disconnect cleanly; unacknowledged messages stay with the broker."""
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
         self._connected.clear()
 
     def wait_connected(self, timeout: float) -> bool:
         return self._connected.wait(timeout)
+
+    def wait_subscribed(self, timeout: float) -> bool:
+        """Wait until the broker has confirmed the device subscription (SUBACK)."""
+        return self._subscribed.wait(timeout)
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
         """Publish at QoS 1; paho holds it and sends after a reconnect if needed."""
@@ -141,6 +148,7 @@ class MqttIngest:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _on_connect(
@@ -164,10 +172,22 @@ class MqttIngest:
             logger.info("MQTT connection restored (session present: %s)", flags.session_present)
         self._outage_logged = False
 
+    def _on_subscribe(
+        self, _client: mqtt.Client, _userdata: Any, _mid: int, reasons: Any, _props: Any
+    ) -> None:
+        refused = [reason for reason in reasons if getattr(reason, "is_failure", False)]
+        if refused:
+            logger.error("broker refused the device subscription: %s", refused)
+            return
+        self._subscribed.set()
+
     def _on_disconnect(
         self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any
     ) -> None:
         self._connected.clear()
+        if self._stopping:
+            logger.info("MQTT ingest disconnected")
+            return
         if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
             logger.error(
                 "another hub connected with client id %s; two hubs must not share one id",

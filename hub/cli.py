@@ -121,7 +121,7 @@ async def _simulate(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    await hall.start_devices()
+    await hall.start()
     runner = asyncio.create_task(hall.run(), name="simulated-hall")
     await stop.wait()
     await hall.stop()

@@ -135,7 +135,7 @@ def demo_config(
             "key_id": key_id,
             "secret_file": str(state_dir / "hub" / "city-secret"),
         },
-        "devices": hall.device_specs(),
+        "devices": hall.hub_devices_config(),
     }
     (state_dir / "hallhub.yaml").write_text(
         yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8"
@@ -177,7 +177,6 @@ class Demo:
             topic_root="hall",
             publication_log=self.publication_log,
         )
-        await self.hall.start_devices()
         config = demo_config(
             self.state_dir,
             self.broker,
@@ -188,6 +187,11 @@ class Demo:
         )
         self.hub = HubService(config)
         await self.hub.start()
+        # The hub's subscription must exist before the devices publish: the broker
+        # queues for a session it knows, and drops what matches no subscription.
+        if not await asyncio.to_thread(self.hub.ingest.wait_subscribed, 15):
+            raise RuntimeError("the hub did not subscribe to the demo broker within 15 s")
+        await self.hall.start()
         return self.hub
 
     async def script(self) -> None:
@@ -213,7 +217,7 @@ class Demo:
 
     async def _press_alarms(self, started: float) -> None:
         assert self.hall is not None
-        alarms = self.hall.alarms
+        alarms = list(self.hall.alarms.values())
         at = started + self.plan.first_press_at
         for turn in range(10_000):
             alarm = alarms[turn % len(alarms)]
