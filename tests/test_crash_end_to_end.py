@@ -16,9 +16,11 @@ import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from hub.broker import ManagedBroker
@@ -102,9 +104,7 @@ def wait_until_hub_subscribed(port: int, journal: Path) -> str:
         event_id = device_event_id("pad-1", msg_id)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            if journal.exists() and read(
-                journal, f"SELECT 1 FROM events WHERE event_id = '{event_id}'"
-            ):
+            if journaled(journal, event_id):
                 return event_id
             time.sleep(0.1)
             msg_id = device.publish("crashhall/pad-1/rating", {"level": "满意", "window": "pad-1"})
@@ -112,6 +112,29 @@ def wait_until_hub_subscribed(port: int, journal: Path) -> str:
     finally:
         device.close()
     raise AssertionError("the hub never subscribed")
+
+
+def journaled(journal: Path, event_id: str) -> bool:
+    """Whether the journal holds `event_id`; false while the hub is still creating it."""
+    try:
+        return bool(read(journal, f"SELECT 1 FROM events WHERE event_id = '{event_id}'"))
+    except sqlite3.OperationalError:  # no file or no schema yet
+        return False
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts; any still running at the end are stopped."""
+    processes: list[subprocess.Popen[bytes]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
 
 def publish_ratings(port: int, pad: str, published: list[str]) -> None:
@@ -135,13 +158,13 @@ def read(db: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def test_kill_9_of_the_hub_loses_nothing_and_duplicates_nothing(
-    fresh_broker: ManagedBroker, tmp_path: Path
+    fresh_broker: ManagedBroker, tmp_path: Path, spawned: list[subprocess.Popen[bytes]]
 ) -> None:
     """Repeated kill -9 mid-ingest and dropped acks: each event once, lanes contiguous."""
     receiver_port = free_port()
     config = write_hub_config(tmp_path, fresh_broker, receiver_port)
-    receiver = start_receiver(tmp_path, receiver_port)
-    hub = start_hub(tmp_path, config)
+    spawned.append(start_receiver(tmp_path, receiver_port))
+    spawned.append(start_hub(tmp_path, config))
     journal = tmp_path / "hub" / "journal.sqlite3"
     # Messages published before the hub's first subscription have no session to
     # queue in; a real hall commissions the hub before its devices.
@@ -151,30 +174,25 @@ def test_kill_9_of_the_hub_loses_nothing_and_duplicates_nothing(
         threading.Thread(target=publish_ratings, args=(fresh_broker.port, pad, published))
         for pad in PADS
     ]
-    try:
-        for thread in publishers:
-            thread.start()
-        for _ in range(KILLS):
-            time.sleep(1.5)
-            hub.send_signal(signal.SIGKILL)
-            hub.wait()
-            hub = start_hub(tmp_path, config)
-        for thread in publishers:
-            thread.join(timeout=120)
+    for thread in publishers:
+        thread.start()
+    for _ in range(KILLS):
+        time.sleep(1.5)
+        hub = spawned[-1]
+        hub.send_signal(signal.SIGKILL)
+        hub.wait()
+        spawned.append(start_hub(tmp_path, config))
+    for thread in publishers:
+        thread.join(timeout=120)
 
-        city = tmp_path / "city.sqlite3"
-        wanted = {*published, probe}
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            at_city = {row[0] for row in read(city, "SELECT event_id FROM events")}
-            if wanted <= at_city:
-                break
-            time.sleep(0.5)
-    finally:
-        hub.send_signal(signal.SIGTERM)
-        hub.wait(timeout=30)
-        receiver.terminate()
-        receiver.wait(timeout=30)
+    city = tmp_path / "city.sqlite3"
+    wanted = {*published, probe}
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        at_city = {row[0] for row in read(city, "SELECT event_id FROM events")}
+        if wanted <= at_city:
+            break
+        time.sleep(0.5)
 
     assert len(published) == len(PADS) * RATINGS_PER_PAD
     rating_ids = "SELECT event_id FROM events WHERE lane = 'rating'"
