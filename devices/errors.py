@@ -1,0 +1,89 @@
+"""Errors raised by the device drivers and simulators.
+
+    HallhubError (hub.errors)
+    └── DeviceError                a device, its model or its link misbehaved
+        ├── RegisterMapError       a model's register map cannot be read as written
+        ├── RegisterDecodeError    register words do not decode as the model says
+        ├── ModbusReadError        one Modbus read brought back no usable reply
+        │   ├── ModbusExceptionReply  the device answered with an exception code
+        │   ├── ModbusTimeout         no reply within the model's timeout
+        │   └── ModbusLinkError       the TCP connection failed or broke
+        └── SimulatorError         a simulated device was asked to do something invalid
+
+Each carries the device id and, where there is one, the register, so a log line or
+a console message points hall IT at the exact value that went wrong.
+"""
+
+from __future__ import annotations
+
+from hub.errors import HallhubError
+
+# Names of the standard Modbus exception codes (Modbus Application Protocol v1.1b3, §7).
+EXCEPTION_NAMES = {
+    1: "illegal function",
+    2: "illegal data address",
+    3: "illegal data value",
+    4: "server device failure",
+    5: "acknowledge",
+    6: "server device busy",
+    8: "memory parity error",
+    10: "gateway path unavailable",
+    11: "gateway target device failed to respond",
+}
+
+
+class DeviceError(HallhubError):
+    """Something about one device went wrong; `device_id` says which."""
+
+    def __init__(self, device_id: str, reason: str) -> None:
+        self.device_id = device_id
+        self.reason = reason
+        where = f"device {device_id}: " if device_id else ""
+        super().__init__(f"{where}{reason}")
+
+
+class RegisterMapError(DeviceError):
+    """A register map that cannot be polled as written (e.g. a float in a coil)."""
+
+    def __init__(self, device_id: str, register: str, reason: str) -> None:
+        self.register = register
+        super().__init__(device_id, f"register {register}: {reason}")
+
+
+class RegisterDecodeError(DeviceError):
+    """Register words that cannot be turned into the value the model describes."""
+
+    def __init__(self, device_id: str, register: str, reason: str) -> None:
+        self.register = register
+        super().__init__(device_id, f"register {register}: {reason}")
+
+
+class ModbusReadError(DeviceError):
+    """A read of `count` values at `table` `address` brought back nothing usable."""
+
+    def __init__(self, device_id: str, table: str, address: int, count: int, reason: str) -> None:
+        self.table = table
+        self.address = address
+        self.count = count
+        super().__init__(device_id, f"read {table} {address}+{count}: {reason}")
+
+
+class ModbusExceptionReply(ModbusReadError):
+    """The device refused the read with a Modbus exception code."""
+
+    def __init__(self, device_id: str, table: str, address: int, count: int, code: int) -> None:
+        self.code = code
+        name = EXCEPTION_NAMES.get(code, "unknown exception")
+        super().__init__(device_id, table, address, count, f"exception {code} ({name})")
+
+
+class ModbusTimeout(ModbusReadError):
+    """No reply arrived within the model's timeout."""
+
+
+class ModbusLinkError(ModbusReadError):
+    """The TCP connection to the device could not be made or broke mid-read."""
+
+
+class SimulatorError(DeviceError):
+    """A simulated device was asked to send something its model does not allow."""
