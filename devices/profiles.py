@@ -51,7 +51,6 @@ class Message(_Strict):
         description="A momentary happening (a press), as opposed to a state report. "
         "Edge messages replayed from retained state never fire rules.",
     )
-    retained_allowed: bool = True
 
 
 class MqttSpec(_Strict):
@@ -69,8 +68,17 @@ class Register(_Strict):
     table: Literal["holding", "input", "coil", "discrete_input"] = "input"
     address: int = Field(ge=0, le=65535)
     type: Literal[
-        "int16", "uint16", "int32", "uint32", "int64", "uint64",
-        "float32", "float64", "string", "bitfield", "bool",
+        "int16",
+        "uint16",
+        "int32",
+        "uint32",
+        "int64",
+        "uint64",
+        "float32",
+        "float64",
+        "string",
+        "bitfield",
+        "bool",
     ] = "uint16"
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"

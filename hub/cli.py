@@ -70,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # pymodbus logs every failed connect and timeout itself, with packet dumps; the
+    # poller already logs each outage once and its recovery, so keep pymodbus quiet.
+    logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
     try:
         return _dispatch(args)
     except HallhubError as exc:
