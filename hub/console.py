@@ -23,6 +23,7 @@ from starlette.routing import Route
 from hub import metrics
 from hub.alerts import AlertNotFoundError, list_alerts
 from hub.tokens import token_matches
+from sync.poison import set_aside_summary
 
 if TYPE_CHECKING:
     from hub.service import HubService
@@ -79,7 +80,17 @@ def create_app(service: HubService) -> Starlette:
 
     async def sync(_request: Request) -> Response:
         lanes = service.uplink.status() if service.uplink is not None else {}
-        return JSONResponse({"configured": service.uplink is not None, "lanes": lanes})
+        with service.journal.reading() as conn:
+            set_aside = set_aside_summary(conn)
+        link = service.uplink.link_status() if service.uplink is not None else None
+        return JSONResponse(
+            {
+                "configured": service.uplink is not None,
+                "lanes": lanes,
+                "link": link,
+                "set_aside": set_aside,
+            }
+        )
 
     async def prometheus(_request: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -29,11 +29,13 @@ from hub.events import Event, Lane, Observation, hub_event_id
 from hub.journal import Journal
 from hub.tokens import load_or_create_token
 from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
+from sync.poison import Disposition, SetAside
 from sync.uplink import Uplink
 
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL = 1.0
+SYNC_ALERT_TEAM = "hall_it"
 
 
 @dataclass
@@ -167,7 +169,13 @@ class HubService:
             return
         secret = bytes.fromhex(city.secret_file.read_text(encoding="ascii").strip())
         self.uplink = Uplink(
-            self.journal, city.url, city.key_id, secret, self.clock, batch_size=city.batch_size
+            self.journal,
+            city.url,
+            city.key_id,
+            secret,
+            self.clock,
+            batch_size=city.batch_size,
+            on_set_aside=self._alert_set_aside,
         )
         uplink = self.uplink
         self.journal.add_commit_listener(lambda _events: uplink.notify())
@@ -289,6 +297,20 @@ class HubService:
             data=data,
             received_at=self.clock.wall(),
             clock_synchronised=self.clock.is_synchronised(),
+        )
+
+    async def _alert_set_aside(self, record: SetAside) -> None:
+        """A quarantined event needs a person; a dead-lettered one is only logged."""
+        if record.disposition is not Disposition.QUARANTINED:
+            return
+        event = record.event
+        await self.alerts.raise_condition(
+            event.device_id,
+            f"sync_quarantine:{event.lane.value}:{event.seq}",
+            "warning",
+            SYNC_ALERT_TEAM,
+            f"city refused {event.lane.value} event {event.event_id}; quarantined on the hub",
+            event.event_id,
         )
 
     def _announce(self, team: str, notice: dict[str, Any]) -> None:

@@ -8,6 +8,11 @@ highest sequence stored contiguously for (hub, epoch, lane)::
     seq == hwm + 1  insert unless the event id is already stored; hwm += 1
     seq >  hwm + 1  a gap: stop this lane
 
+A lane may also carry tombstones: a seq the hub set aside (an event the city
+refused, quarantined or dead-lettered on the hub, or telemetry compacted away).
+A tombstone is applied like an event at its seq, stored in ``tombstones``, so the
+lane stays contiguous without the event.
+
 The whole batch is one transaction. `BatchStore` is the interface a PostgreSQL
 store would implement; `SQLiteBatchStore` is the reference one.
 """
@@ -21,7 +26,7 @@ import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -47,6 +52,17 @@ CREATE TABLE IF NOT EXISTS events (
     retained            INTEGER NOT NULL,
     stored_at           REAL    NOT NULL,
     UNIQUE (hub_id, event_id)
+);
+CREATE TABLE IF NOT EXISTS tombstones (
+    hub_id       TEXT    NOT NULL,
+    epoch        INTEGER NOT NULL,
+    lane         TEXT    NOT NULL,
+    seq          INTEGER NOT NULL,
+    event_id     TEXT    NOT NULL,
+    disposition  TEXT    NOT NULL,
+    reason       TEXT    NOT NULL,
+    stored_at    REAL    NOT NULL,
+    PRIMARY KEY (hub_id, epoch, lane, seq)
 );
 CREATE INDEX IF NOT EXISTS events_by_lane ON events (hub_id, lane, epoch, seq);
 CREATE TABLE IF NOT EXISTS lane_marks (
@@ -82,13 +98,25 @@ class WireEvent(BaseModel):
     retained: bool = False
 
 
+class WireTombstone(BaseModel):
+    """A seq the hub will not send as an event, and why."""
+
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
+
+    seq: int = Field(ge=1)
+    event_id: str = Field(min_length=1, max_length=128)
+    disposition: Literal["quarantined", "dead_lettered", "compacted"]
+    reason: str = Field(max_length=500)
+
+
 class LaneUpload(BaseModel):
-    """A lane's part of a batch: the hub's acked seq and the events above it."""
+    """A lane's part of a batch: the hub's acked seq, the events and tombstones above it."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     base: int = Field(ge=0)
     events: list[WireEvent]
+    tombstones: list[WireTombstone] = []
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +125,7 @@ class LaneOutcome:
 
     hwm: int
     inserted: int
+    tombstoned: int
     repeats: int
     duplicates: int
     gap_at: int | None
@@ -170,11 +199,15 @@ class SQLiteBatchStore:
             counts = self._conn.execute(
                 "SELECT lane, COUNT(*) FROM events WHERE hub_id = ? GROUP BY lane", (hub_id,)
             ).fetchall()
+            tombstones = self._conn.execute(
+                "SELECT lane, COUNT(*) FROM tombstones WHERE hub_id = ? GROUP BY lane", (hub_id,)
+            ).fetchall()
         names = ("epoch", "lane", "hwm", "repeats", "duplicates", "updated_at")
         return {
             "hub_id": hub_id,
             "marks": [dict(zip(names, row, strict=True)) for row in marks],
             "events_stored": dict(counts),
+            "tombstones_stored": dict(tombstones),
         }
 
     def _apply_lane(
@@ -192,16 +225,20 @@ class SQLiteBatchStore:
         ).fetchone()
         hwm = max(stored[0] if stored else 0, upload.base)
 
-        inserted = repeats = duplicates = 0
+        inserted = tombstoned = repeats = duplicates = 0
         gap_at: int | None = None
-        for event in sorted(upload.events, key=lambda e: e.seq):
-            if event.seq <= hwm:
+        entries: list[WireEvent | WireTombstone] = [*upload.events, *upload.tombstones]
+        for entry in sorted(entries, key=lambda e: e.seq):
+            if entry.seq <= hwm:
                 repeats += 1
                 continue
-            if event.seq > hwm + 1:
-                gap_at = event.seq
+            if entry.seq > hwm + 1:
+                gap_at = entry.seq
                 break
-            if _insert(conn, hub_id, event, stored_at):
+            if isinstance(entry, WireTombstone):
+                _insert_tombstone(conn, hub_id, epoch, lane, entry, stored_at)
+                tombstoned += 1
+            elif _insert(conn, hub_id, entry, stored_at):
                 inserted += 1
             else:
                 duplicates += 1
@@ -215,7 +252,7 @@ class SQLiteBatchStore:
             " duplicates = duplicates + excluded.duplicates, updated_at = excluded.updated_at",
             (hub_id, epoch, lane.value, hwm, repeats, duplicates, stored_at),
         )
-        return LaneOutcome(hwm, inserted, repeats, duplicates, gap_at)
+        return LaneOutcome(hwm, inserted, tombstoned, repeats, duplicates, gap_at)
 
 
 def _insert(conn: sqlite3.Connection, hub_id: str, event: WireEvent, stored_at: float) -> bool:
@@ -243,3 +280,28 @@ def _insert(conn: sqlite3.Connection, hub_id: str, event: WireEvent, stored_at: 
         ),
     )
     return cursor.rowcount == 1
+
+
+def _insert_tombstone(
+    conn: sqlite3.Connection,
+    hub_id: str,
+    epoch: int,
+    lane: Lane,
+    tombstone: WireTombstone,
+    stored_at: float,
+) -> None:
+    conn.execute(
+        "INSERT INTO tombstones (hub_id, epoch, lane, seq, event_id, disposition, reason,"
+        " stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (hub_id, epoch, lane, seq) DO NOTHING",
+        (
+            hub_id,
+            epoch,
+            lane.value,
+            tombstone.seq,
+            tombstone.event_id,
+            tombstone.disposition,
+            tombstone.reason,
+            stored_at,
+        ),
+    )

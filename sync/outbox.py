@@ -12,11 +12,12 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hub.events import LANE_ORDER, Event, Lane
 from hub.journal import Journal, read_lane
+from sync.poison import SetAside, Tombstone, pending_tombstones, set_aside
 
 logger = logging.getLogger(__name__)
 
@@ -37,11 +38,24 @@ class LaneState:
 
 @dataclass(frozen=True, slots=True)
 class LaneBatch:
-    """The pending events of one lane going into a batch."""
+    """The pending events of one lane going into a batch, and tombstones among them."""
 
     lane: Lane
     base: int
     events: list[Event]
+    tombstones: list[Tombstone] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        """Events and tombstones: the seqs this lane's part covers."""
+        return len(self.events) + len(self.tombstones)
+
+    @property
+    def last_seq(self) -> int:
+        """The highest seq sent in this lane."""
+        last_event = self.events[-1].seq if self.events else 0
+        last_tombstone = self.tombstones[-1].seq if self.tombstones else 0
+        return max(last_event, last_tombstone, self.base)
 
 
 class Outbox:
@@ -101,6 +115,10 @@ class Outbox:
 
         self._remember(await self._write(update))
 
+    async def set_aside(self, event: Event, reason: str, at: float) -> SetAside:
+        """Quarantine or dead-letter `event`; its tombstone goes in the next batch."""
+        return await self._write(lambda conn: set_aside(conn, event, reason, at))
+
     # -- internals ---------------------------------------------------------------
 
     async def _write(self, work: Callable[[sqlite3.Connection], T]) -> T:
@@ -139,12 +157,28 @@ class Outbox:
         for lane in LANE_ORDER:
             if room <= 0:
                 break
-            base = self._states[lane].acked_seq
-            events = read_lane(conn, self._journal.hub_id, lane, base, room)
-            if events:
-                batches.append(LaneBatch(lane, base, events))
-                room -= len(events)
+            batch = _lane_batch(
+                conn, self._journal.hub_id, lane, self._states[lane].acked_seq, room
+            )
+            if batch.size:
+                batches.append(batch)
+                room -= batch.size
         return batches
+
+
+def _lane_batch(
+    conn: sqlite3.Connection, hub_id: str, lane: Lane, base: int, room: int
+) -> LaneBatch:
+    """The next `room` seqs of a lane: events, with set-aside ones as tombstones."""
+    events = read_lane(conn, hub_id, lane, base, room)
+    tombstones = pending_tombstones(conn, lane, base, room)
+    if not tombstones:
+        return LaneBatch(lane, base, events)
+
+    covered = base + room if not events else events[-1].seq
+    tombstones = [t for t in tombstones if t.seq <= covered]
+    buried = {t.seq for t in tombstones}
+    return LaneBatch(lane, base, [e for e in events if e.seq not in buried], tombstones)
 
 
 def _select_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:

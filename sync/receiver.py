@@ -10,8 +10,9 @@ Routes (see docs/sync-protocol.md):
   present only when an admin token is configured. Reads or sets the fault knobs.
 
 Fault knobs, for tests and demos: ``fail_with_500`` (probability of replying 500
-before storing), ``delay_seconds`` (wait before handling a batch) and ``drop_ack``
-(probability of storing a batch, then replying 500 as if the ack were lost).
+before storing), ``delay_seconds`` (wait before handling a batch), ``drop_ack``
+(probability of storing a batch, then replying 500 as if the ack were lost) and
+``reject_event_ids`` (refuse with 422 any batch carrying one of these event ids).
 
 Run it as ``python -m sync.receiver --db city.db --keys keys.json --port 8765``.
 """
@@ -33,7 +34,7 @@ import threading
 import time
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -83,6 +84,7 @@ class FaultUpdate(BaseModel):
     fail_with_500: float | None = None
     delay_seconds: float | None = None
     drop_ack: float | None = None
+    reject_event_ids: list[str] | None = None
 
 
 @dataclass(slots=True)
@@ -92,6 +94,7 @@ class Faults:
     fail_with_500: float = 0.0
     delay_seconds: float = 0.0
     drop_ack: float = 0.0
+    reject_event_ids: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("fail_with_500", "drop_ack"):
@@ -168,6 +171,7 @@ async def _post_batch(request: Request) -> Response:
 
     await _inject_delay_or_failure(state)
     batch = _decode_batch(hub_id, body, request.headers.get("content-encoding", ""))
+    _refuse_chosen_events(state.faults, batch)
     now = state.clock.wall()
     outcomes = await run_in_threadpool(
         state.store.apply_batch, hub_id, batch.epoch, batch.lanes, now
@@ -263,6 +267,17 @@ def _decode_batch(hub_id: str, body: bytes, encoding: str) -> BatchBody:
     return batch
 
 
+def _refuse_chosen_events(faults: Faults, batch: BatchBody) -> None:
+    if not faults.reject_event_ids:
+        return
+    chosen = set(faults.reject_event_ids)
+    for upload in batch.lanes.values():
+        for event in upload.events:
+            if event.event_id in chosen:
+                logger.info("fault reject_event_ids: refusing batch with %s", event.event_id)
+                raise HttpProblem(422, "rejected_event", "batch holds an event the city refuses")
+
+
 def _inflate(body: bytes, encoding: str) -> bytes:
     if encoding in ("", "identity"):
         return body
@@ -285,7 +300,7 @@ def _check_batch(hub_id: str, batch: BatchBody) -> None:
     problems: list[str] = []
     if batch.hub_id != hub_id:
         problems.append(f"hub_id {batch.hub_id!r} differs from the path's {hub_id!r}")
-    total = sum(len(upload.events) for upload in batch.lanes.values())
+    total = sum(len(u.events) + len(u.tombstones) for u in batch.lanes.values())
     if total > MAX_EVENTS_PER_BATCH:
         problems.append(f"{total} events; at most {MAX_EVENTS_PER_BATCH} per batch")
     for lane, upload in batch.lanes.items():
@@ -300,11 +315,13 @@ def _check_batch(hub_id: str, batch: BatchBody) -> None:
 def _log_outcomes(hub_id: str, epoch: int, outcomes: Mapping[Lane, Any]) -> None:
     for lane, outcome in outcomes.items():
         logger.debug(
-            "hub %s epoch %d lane %s: +%d stored, %d repeats, %d duplicates, hwm %d",
+            "hub %s epoch %d lane %s: +%d stored, +%d tombstones, %d repeats, %d duplicates,"
+            " hwm %d",
             hub_id,
             epoch,
             lane.value,
             outcome.inserted,
+            outcome.tombstoned,
             outcome.repeats,
             outcome.duplicates,
             outcome.hwm,
@@ -436,7 +453,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     try:
-        faults = Faults(args.fail_with_500, args.delay_seconds, args.drop_ack)
+        faults = Faults(
+            args.fail_with_500, args.delay_seconds, args.drop_ack, args.reject_event or []
+        )
         run_receiver(
             args.db,
             args.host,
@@ -477,6 +496,12 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="P",
         help="probability of storing a batch, then replying 500",
+    )
+    parser.add_argument(
+        "--reject-event",
+        action="append",
+        metavar="EVENT_ID",
+        help="refuse with 422 any batch carrying this event id (repeatable)",
     )
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]

@@ -11,9 +11,14 @@ Failures:
   backoff. The outage is logged once at ERROR, repeats at DEBUG, recovery at INFO.
 * 401 because the hub's clock is off: the hub learns the offset from the reply's
   ``server_time`` (or ``Date``) and re-signs at once.
-* Any other 4xx: logged at ERROR and retried slowly. Known gap: such a batch stays
-  at the head of its lanes and blocks them; setting a poison batch aside with a
-  tombstone is a later issue.
+* 400, 413 or 422 (the city blames the batch's content): the batch is narrowed by
+  bisection, sending ever shorter prefixes of it, until one event is refused on its
+  own. That event is set aside (`sync.poison`: telemetry and health dead-lettered,
+  alarms, ratings and tickets quarantined with an alert) and a tombstone takes its
+  seq, so the rest keeps draining. After `MAX_SET_ASIDE_IN_A_ROW` events set aside
+  with no event accepted in between, the uplink stops setting aside (a city that
+  refuses everything must not empty the hub into quarantine) and retries slowly.
+* Any other 4xx (a refused key, a wrong hub): logged at ERROR and retried slowly.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import gzip
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote
@@ -37,6 +42,7 @@ from hub.events import LANE_ORDER, Event, Lane
 from hub.journal import Journal
 from sync.errors import CityError, CityRejected, CityUnavailable
 from sync.outbox import LaneBatch, Outbox
+from sync.poison import SetAside
 from sync.signing import sign_request
 
 logger = logging.getLogger(__name__)
@@ -47,6 +53,8 @@ BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 REJECTED_RETRY_SECONDS = 300.0
 POLL_SECONDS = 5.0
+CONTENT_REJECTIONS = frozenset({400, 413, 422})
+MAX_SET_ASIDE_IN_A_ROW = 10
 _REASON_CHARS = 200
 
 
@@ -78,6 +86,9 @@ class Backoff:
         self._attempts = 0
 
 
+SetAsideHook = Callable[[SetAside], Awaitable[None]]
+
+
 class Uplink:
     """Store-and-forward of journaled events to the city platform."""
 
@@ -94,6 +105,7 @@ class Uplink:
         poll_seconds: float = POLL_SECONDS,
         proxy: str | None = None,
         rng: random.Random | None = None,
+        on_set_aside: SetAsideHook | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -119,6 +131,9 @@ class Uplink:
         self._failures = 0
         self._last_error: str | None = None
         self._clock_offset = 0.0
+        self._on_set_aside = on_set_aside
+        self._suspects: int | None = None
+        self._set_aside_in_a_row = 0
 
     async def __aenter__(self) -> Uplink:
         return self
@@ -165,27 +180,96 @@ class Uplink:
             logger.debug("uplink loop closed; notification dropped")
 
     async def drain_once(self) -> int:
-        """Send one batch of pending events; return how many the city acknowledged.
+        """Send one batch of pending events; return how many seqs the city acknowledged.
 
+        A batch refused for its content is narrowed within this call until a
+        shorter one is acknowledged or one event is set aside (counted as 1).
         Raises `CityUnavailable` or `CityRejected` when the batch was not
         acknowledged; the error is also recorded on the batch's lanes.
         """
         async with self._lock:
-            batches = await self._outbox.pending(self._batch_size)
-            if not batches:
-                return 0
+            while True:
+                batches = await self._outbox.pending(self._next_batch_size())
+                if not batches:
+                    return 0
+                try:
+                    return await self._send(batches)
+                except CityRejected as exc:
+                    if not self._may_narrow(exc):
+                        raise
+                    if await self._narrow(batches, exc):
+                        return 1
 
-            body = _encode_batch(self._journal, batches)
-            try:
-                acks = _acks_from(await self._post_batch(body), batches)
-            except CityError as exc:
-                await self._outbox.record_error([b.lane for b in batches], str(exc))
-                raise
+    async def _send(self, batches: list[LaneBatch]) -> int:
+        body = _encode_batch(self._journal, batches)
+        try:
+            acks = _acks_from(await self._post_batch(body), batches)
+        except CityError as exc:
+            await self._outbox.record_error([b.lane for b in batches], str(exc))
+            raise
 
-            counts = await self._outbox.record_acks(acks, self._clock.wall())
-            acknowledged = sum(counts.values())
-            logger.debug("batch of %d events: %d acknowledged", _size(batches), acknowledged)
-            return acknowledged
+        counts = await self._outbox.record_acks(acks, self._clock.wall())
+        acknowledged = sum(counts.values())
+        self._note_acknowledged(batches, acknowledged)
+        logger.debug("batch of %d seqs: %d acknowledged", _size(batches), acknowledged)
+        return acknowledged
+
+    # -- narrowing a refused batch ------------------------------------------------
+
+    def _next_batch_size(self) -> int:
+        if self._suspects is None:
+            return self._batch_size
+        return max(1, self._suspects // 2)
+
+    def _may_narrow(self, exc: CityRejected) -> bool:
+        if exc.status not in CONTENT_REJECTIONS:
+            return False
+        if self._set_aside_in_a_row >= MAX_SET_ASIDE_IN_A_ROW:
+            logger.error(
+                "city refused %d events in a row; setting no more aside until one is accepted",
+                self._set_aside_in_a_row,
+            )
+            return False
+        return True
+
+    async def _narrow(self, batches: list[LaneBatch], exc: CityRejected) -> bool:
+        """Shrink the suspect window; set the one event aside once it is alone.
+
+        Returns True when an event was set aside. Raises `exc` when a lone
+        tombstone is refused: there is nothing left to set aside.
+        """
+        size = _size(batches)
+        if size > 1:
+            self._suspects = size
+            logger.warning("city refused %d seqs (%s); narrowing", size, exc)
+            return False
+
+        (batch,) = batches
+        if not batch.events:
+            self._suspects = None
+            raise exc
+        event = batch.events[0]
+        record = await self._outbox.set_aside(event, str(exc), self._clock.wall())
+        self._suspects = None
+        self._set_aside_in_a_row += 1
+        logger.warning(
+            "city refused event %s (lane %s, seq %d): %s; %s",
+            event.event_id,
+            event.lane.value,
+            event.seq,
+            exc,
+            record.disposition.value,
+        )
+        if self._on_set_aside is not None:
+            await self._on_set_aside(record)
+        return True
+
+    def _note_acknowledged(self, batches: list[LaneBatch], acknowledged: int) -> None:
+        if self._suspects is not None:
+            remaining = self._suspects - acknowledged
+            self._suspects = remaining if remaining > 0 else None
+        if acknowledged and any(batch.events for batch in batches):
+            self._set_aside_in_a_row = 0
 
     def status(self) -> dict[str, dict[str, Any]]:
         """Per lane: backlog, acked_seq, last_ack_at, last_error."""
@@ -311,16 +395,20 @@ def _encode_batch(journal: Journal, batches: list[LaneBatch]) -> bytes:
     document = {
         "hub_id": journal.hub_id,
         "epoch": journal.epoch,
-        "lanes": {
-            batch.lane.value: {
-                "base": batch.base,
-                "events": [event.to_wire() for event in batch.events],
-            }
-            for batch in batches
-        },
+        "lanes": {batch.lane.value: _encode_lane(batch) for batch in batches},
     }
     raw = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
     return gzip.compress(raw, mtime=0)
+
+
+def _encode_lane(batch: LaneBatch) -> dict[str, Any]:
+    lane: dict[str, Any] = {
+        "base": batch.base,
+        "events": [event.to_wire() for event in batch.events],
+    }
+    if batch.tombstones:
+        lane["tombstones"] = [tombstone.to_wire() for tombstone in batch.tombstones]
+    return lane
 
 
 def _check_reply(response: httpx.Response) -> dict[str, Any]:
@@ -345,7 +433,7 @@ def _acks_from(reply: dict[str, Any], batches: list[LaneBatch]) -> dict[Lane, in
         value = reply["acks"].get(batch.lane.value, batch.base)
         if not isinstance(value, int) or isinstance(value, bool):
             raise CityUnavailable(f"ack for lane {batch.lane.value} is not an integer")
-        last_sent = batch.events[-1].seq
+        last_sent = batch.last_seq
         if value > last_sent:
             logger.debug("lane %s acked %d beyond %d sent", batch.lane, value, last_sent)
         acks[batch.lane] = min(value, last_sent)
@@ -394,4 +482,4 @@ def _describe(exc: BaseException) -> str:
 
 
 def _size(batches: list[LaneBatch]) -> int:
-    return sum(len(batch.events) for batch in batches)
+    return sum(batch.size for batch in batches)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -10,7 +12,11 @@ import httpx
 import pytest
 
 from hub.broker import ManagedBroker
+from hub.events import device_event_id
 from hub.service import HubService
+from sync.city_store import SQLiteBatchStore
+from sync.keys import add_key
+from sync.receiver import BackgroundReceiver, Faults, create_app
 from tests.hubkit import DeviceClient, Listener, eventually, hub_config
 
 DEVICES = [
@@ -144,3 +150,62 @@ async def test_state_change_refuses_cookie_only_requests(hub: HubService) -> Non
         page = await http.get("/")
     assert refused.status_code == 401
     assert page.status_code == 200
+
+
+async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str, device: DeviceClient
+) -> None:
+    """A rating the city refuses is quarantined on the hub, opens a warning alert for
+    hall IT, shows in /api/sync, and a later rating still reaches the city."""
+    key = add_key(tmp_path / "keys.json", "hall-test")
+    secret_file = tmp_path / "city-secret"
+    secret_file.write_text(key.secret.hex(), encoding="ascii")
+    store = SQLiteBatchStore(tmp_path / "city.db")
+    poison = device_event_id("pad-1", f"{device.boot}-1")
+    app = create_app(store, {key.key_id: key}, faults=Faults(reject_event_ids=[poison]))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    receiver = BackgroundReceiver(app, sock)
+    receiver.start()
+    city = {
+        "url": f"http://127.0.0.1:{sock.getsockname()[1]}",
+        "key_id": key.key_id,
+        "secret_file": str(secret_file),
+    }
+    root = unique_topic_root.replace("/", "-")
+    service = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES, city=city))
+    await service.start()
+    try:
+        assert service.ingest.wait_connected(10)
+        time.sleep(0.2)
+        device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": "W1"})
+        device.publish(f"{root}/pad-1/rating", {"level": "不满意", "window": "W1"})
+        alert = await eventually(lambda: _alerts_for(service, "hall_it"))
+        await eventually(lambda: store.hub_status("hall-test")["events_stored"].get("rating"))
+        async with httpx.AsyncClient(base_url=service.console_url) as http:
+            auth = {"Authorization": f"Bearer {service.token}"}
+            sync = (await http.get("/api/sync", headers=auth)).json()
+    finally:
+        await service.stop()
+        receiver.stop()
+        store.close()
+
+    assert alert[0]["severity"] == "warning" and alert[0]["opened_by_event"] == poison
+    assert sync["set_aside"]["quarantined_open"] == 1
+    assert sync["set_aside"]["quarantine"][0]["event_id"] == poison
+    assert store_counts(tmp_path / "city.db") == (1, 1)
+
+
+def _alerts_for(hub: HubService, team: str) -> list[dict[str, object]]:
+    with hub.journal.reading() as conn:
+        rows = conn.execute("SELECT * FROM alerts WHERE team = ?", (team,)).fetchall()
+    return [dict(row) for row in rows]
+
+
+def store_counts(path: Path) -> tuple[int, int]:
+    """Rating events and tombstones the city holds."""
+    with sqlite3.connect(path) as conn:
+        events = conn.execute("SELECT COUNT(*) FROM events WHERE lane = 'rating'").fetchone()[0]
+        tombstones = conn.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
+    conn.close()
+    return int(events), int(tombstones)

@@ -327,7 +327,12 @@ async def test_faults_set_through_the_admin_route(
     assert wrong.status_code == 401
     assert failed.status_code == 500
     assert rows_after_failure == 0
-    assert reply.json() == {"fail_with_500": 0.0, "delay_seconds": 0.0, "drop_ack": 1.0}
+    assert reply.json() == {
+        "fail_with_500": 0.0,
+        "delay_seconds": 0.0,
+        "drop_ack": 1.0,
+        "reject_event_ids": [],
+    }
     assert dropped.status_code == 500
     assert len(stored(receiver)) == 1
     assert receiver.state.faults == Faults(drop_ack=1.0)

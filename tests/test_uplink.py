@@ -20,8 +20,9 @@ from hub.journal import Journal
 from sync.city_store import SQLiteBatchStore
 from sync.errors import CityRejected, CityUnavailable
 from sync.keys import HubKey
+from sync.poison import DISPOSITION_BY_LANE, SetAside, set_aside_summary
 from sync.receiver import BackgroundReceiver, create_app
-from sync.uplink import BACKOFF_CAP_SECONDS, Uplink
+from sync.uplink import BACKOFF_CAP_SECONDS, MAX_SET_ASIDE_IN_A_ROW, Uplink
 
 HUB = "hall-1"
 KEY = HubKey(key_id="hall-1.k1", hub_id=HUB, secret=bytes.fromhex("11" * 32))
@@ -62,7 +63,7 @@ class City:
         self.stop()
         self.store.close()
 
-    def set_faults(self, **knobs: float) -> None:
+    def set_faults(self, **knobs: object) -> None:
         for name, value in knobs.items():
             setattr(self.app.state.receiver.faults, name, value)
 
@@ -387,3 +388,96 @@ def _levels(caplog: pytest.LogCaptureFixture, prefix: str) -> list[str]:
         for record in caplog.records
         if record.name == "sync.uplink" and record.getMessage().startswith(prefix)
     ]
+
+
+POISON_SEQS = {Lane.ALARM: 1, Lane.RATING: 3, Lane.TICKET: 6, Lane.HEALTH: 2, Lane.TELEMETRY: 4}
+
+
+async def test_poison_event_in_each_lane_is_set_aside_and_the_rest_drains(
+    journal: Journal, city: City
+) -> None:
+    """The city refuses one event in every lane (422). The uplink narrows each refused
+    batch to the one event, quarantines alarms, ratings and tickets (calling the alert
+    hook), dead-letters health and telemetry, and the city holds a tombstone at each
+    poison seq, so every lane is contiguous and every other event arrives once."""
+    for lane in POISON_SEQS:
+        await append(journal, lane, 6)
+    city.set_faults(reject_event_ids=[f"{lane.value}-{seq}" for lane, seq in POISON_SEQS.items()])
+    city.start()
+    hooked: list[SetAside] = []
+
+    async def hook(record: SetAside) -> None:
+        hooked.append(record)
+
+    async with Uplink(
+        journal, city.url, KEY.key_id, KEY.secret, SystemClock(), 8, on_set_aside=hook
+    ) as uplink:
+        await drain_all(uplink)
+        left = backlog(uplink)
+
+    rows = city.rows()
+    assert left == 0
+    assert len(rows) == 5 * 5
+    for lane, poison in POISON_SEQS.items():
+        assert [seq for name, seq, _ in rows if name == lane.value] == [
+            seq for seq in range(1, 7) if seq != poison
+        ]
+    with sqlite3.connect(city.db_path) as conn:
+        tombstones = conn.execute(
+            "SELECT lane, seq, disposition FROM tombstones ORDER BY lane"
+        ).fetchall()
+    conn.close()
+    assert sorted(tombstones) == sorted(
+        (lane.value, seq, DISPOSITION_BY_LANE[lane].value) for lane, seq in POISON_SEQS.items()
+    )
+    assert {m["lane"]: m["hwm"] for m in city.store.hub_status(HUB)["marks"]} == {
+        lane.value: 6 for lane in POISON_SEQS
+    }
+    assert sorted((r.event.lane.value, r.disposition.value) for r in hooked) == sorted(
+        (lane.value, DISPOSITION_BY_LANE[lane].value) for lane in POISON_SEQS
+    )
+    with journal.reading() as conn:
+        summary = set_aside_summary(conn)
+    assert (summary["quarantined_open"], summary["dead_lettered"]) == (3, 2)
+
+
+async def test_tombstone_survives_an_outage_before_it_is_sent(journal: Journal, city: City) -> None:
+    """An event set aside while the city then goes down is sent as a tombstone once the
+    city is back, never as the refused event, and the lane completes."""
+    await append(journal, Lane.TICKET, 3)
+    city.set_faults(reject_event_ids=["ticket-2"])
+    city.start()
+
+    async with Uplink(journal, city.url, KEY.key_id, KEY.secret, SystemClock(), 1) as uplink:
+        first = await uplink.drain_once()
+        isolated = await uplink.drain_once()
+        city.stop()
+        with pytest.raises(CityUnavailable):
+            await uplink.drain_once()
+        city.start()
+        city.set_faults(reject_event_ids=[])
+        await drain_all(uplink)
+
+    assert (first, isolated) == (1, 1)
+    assert [seq for _, seq, _ in city.rows()] == [1, 3]
+    assert city.store.hub_status(HUB)["tombstones_stored"] == {"ticket": 1}
+
+
+async def test_city_refusing_everything_does_not_empty_the_hub(
+    journal: Journal, city: City
+) -> None:
+    """If the city refuses every event, the uplink sets at most MAX_SET_ASIDE_IN_A_ROW
+    aside, then stops narrowing and reports the rejection, keeping the rest pending."""
+    await append(journal, Lane.RATING, MAX_SET_ASIDE_IN_A_ROW + 5)
+    city.set_faults(reject_event_ids=[f"rating-{n}" for n in range(1, MAX_SET_ASIDE_IN_A_ROW + 6)])
+    city.start()
+
+    async with Uplink(journal, city.url, KEY.key_id, KEY.secret, SystemClock(), 4) as uplink:
+        with pytest.raises(CityRejected) as caught:
+            await drain_all(uplink)
+        with journal.reading() as conn:
+            summary = set_aside_summary(conn)
+
+    assert caught.value.status == 422
+    assert summary["quarantined_open"] == MAX_SET_ASIDE_IN_A_ROW
+    assert city.rows() == []
