@@ -56,6 +56,19 @@ def _parser() -> argparse.ArgumentParser:
         help="publication log: one line per message the broker acknowledged",
     )
 
+    enroll = commands.add_parser(
+        "enroll", help="enrol this hub with the city: URL, trust anchor, keys (files mode 0600)"
+    )
+    enroll.add_argument("--config", type=Path, required=True, metavar="FILE")
+    enroll.add_argument("--city-url", required=True, help="https://… of the city receiver")
+    enroll.add_argument("--ca", type=Path, required=True, help="the city's private CA (PEM)")
+    enroll.add_argument("--key-id", required=True, help="signing key id the city issued")
+    enroll.add_argument(
+        "--secret-file", type=Path, required=True, help="file holding the key's secret in hex"
+    )
+    enroll.add_argument("--client-cert", type=Path, help="client certificate for mutual TLS")
+    enroll.add_argument("--client-key", type=Path, help="private key of --client-cert")
+
     receiver = commands.add_parser("city-receiver", help="run the reference city receiver")
     receiver.add_argument(
         "args", nargs=argparse.REMAINDER, help="--db FILE --port N --keys FILE [--host ADDR]"
@@ -92,6 +105,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_run_hub(args.config))
     if args.command == "simulate":
         return asyncio.run(_simulate(args))
+    if args.command == "enroll":
+        return _enroll(args)
     if args.command == "city-receiver":
         from sync.receiver import main as receiver_main
 
@@ -108,6 +123,31 @@ async def _run_hub(config_path: Path) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, service.request_stop)
     await service.run()
+    return 0
+
+
+def _enroll(args: argparse.Namespace) -> int:
+    from hub.config import load_config
+    from sync.enrolment import enroll
+    from sync.keys import HubKey
+
+    config = load_config(args.config)
+    try:
+        secret = bytes.fromhex(args.secret_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as exc:
+        sys.stderr.write(f"hallhub: cannot read the secret from {args.secret_file}: {exc}\n")
+        return 2
+    key = HubKey(args.key_id, config.hub.id, secret, created_at=time.time())
+    path = enroll(
+        config.hub.state_dir,
+        config.hub.id,
+        args.city_url,
+        args.ca,
+        key=key,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+    )
+    print(f"enrolled hub {config.hub.id} with {args.city_url}; wrote {path}")
     return 0
 
 

@@ -7,6 +7,7 @@ an error names the file, the line and the field.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -60,12 +61,39 @@ class ConsoleSection(_Section):
 
 
 class CitySection(_Section):
-    """The city platform this hub forwards events to."""
+    """The city platform this hub forwards events to (or see ``hallhub enroll``).
+
+    Signing keys come either from `keys_file` (rotating keys, the newest signs) or
+    from one `key_id` with its `secret_file`. `ca_file` turns on HTTPS trusting only
+    that CA; `client_cert` and `client_key` add mutual TLS.
+    """
 
     url: str
-    key_id: str
-    secret_file: Path
+    key_id: str | None = None
+    secret_file: Path | None = None
+    keys_file: Path | None = None
+    ca_file: Path | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
     batch_size: int = Field(default=500, ge=1, le=10_000)
+
+    @model_validator(mode="after")
+    def _one_way_to_sign(self) -> CitySection:
+        single = self.key_id is not None and self.secret_file is not None
+        if single == (self.keys_file is not None):
+            raise ValueError("give either keys_file, or key_id with secret_file")
+        if (self.client_cert is None) != (self.client_key is None):
+            raise ValueError("client_cert and client_key go together")
+        if self.client_cert is not None and self.ca_file is None:
+            raise ValueError("client_cert needs ca_file (mutual TLS runs over HTTPS)")
+        return self
+
+    def resolve_paths(self, under: Callable[[Path], Path]) -> None:
+        """Make this section's paths absolute with `under`."""
+        for name in ("secret_file", "keys_file", "ca_file", "client_cert", "client_key"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, under(value))
 
 
 class ModbusAddress(_Section):
@@ -121,7 +149,7 @@ class HubConfig(_Section):
         if self.console.token_file is not None:
             self.console.token_file = under(self.console.token_file)
         if self.city is not None:
-            self.city.secret_file = under(self.city.secret_file)
+            self.city.resolve_paths(under)
         if self.models_dir is not None:
             self.models_dir = under(self.models_dir)
         self.rule_files = [under(path) for path in self.rule_files]

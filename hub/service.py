@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -29,7 +30,9 @@ from hub.events import Event, Lane, Observation, hub_event_id
 from hub.journal import Journal
 from hub.tokens import load_or_create_token
 from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
+from sync.enrolment import load_enrolment, open_uplink
 from sync.poison import Disposition, SetAside
+from sync.tls import CertificateWatch
 from sync.uplink import Uplink
 
 logger = logging.getLogger(__name__)
@@ -163,23 +166,17 @@ class HubService:
         )
 
     def _start_uplink(self) -> None:
-        city = self.config.city
+        city = self.config.city or load_enrolment(self.config.hub.state_dir, self.config.hub.id)
         if city is None:
             logger.warning("no city platform configured; events stay in the journal")
             return
-        secret = bytes.fromhex(city.secret_file.read_text(encoding="ascii").strip())
-        self.uplink = Uplink(
-            self.journal,
-            city.url,
-            city.key_id,
-            secret,
-            self.clock,
-            batch_size=city.batch_size,
-            on_set_aside=self._alert_set_aside,
-        )
+        self.uplink = open_uplink(self.journal, city, self.clock, self._alert_set_aside)
         uplink = self.uplink
         self.journal.add_commit_listener(lambda _events: uplink.notify())
         self._tasks.start("sync-uplink", uplink.run())
+        if city.client_cert is not None:
+            watch = CertificateWatch(city.client_cert, self.clock, self._alert_certificate)
+            self._tasks.start("sync-certificate-watch", watch.run())
 
     def _start_pollers(self) -> None:
         for device in self.registry.all():
@@ -311,6 +308,16 @@ class HubService:
             SYNC_ALERT_TEAM,
             f"city refused {event.lane.value} event {event.event_id}; quarantined on the hub",
             event.event_id,
+        )
+
+    async def _alert_certificate(self, path: Path, days: float) -> None:
+        await self.alerts.raise_condition(
+            HUB_SOURCE,
+            "client_certificate_expiring",
+            "warning",
+            SYNC_ALERT_TEAM,
+            f"client certificate {path.name} for the city expires in {days:.0f} days",
+            None,
         )
 
     def _announce(self, team: str, notice: dict[str, Any]) -> None:

@@ -2,9 +2,12 @@
 
 The keys file is YAML or JSON::
 
-    {"keys": {"<key_id>": {"hub_id": "<hub>", "secret": "<hex>"}}}
+    {"keys": {"<key_id>": {"hub_id": "<hub>", "secret": "<hex>", "created_at": <unix s>}}}
 
-The city receiver loads every key; a hub is given its own key id and secret.
+The city receiver loads every key; a hub is given its own keys. Keys rotate with
+overlap: a new key is added beside the old one, the hub signs with the newest
+(highest ``created_at``), the city accepts any listed, and the old key is removed
+once the city has seen the new one in use. ``created_at`` is optional (0).
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ import os
 import re
 import secrets
 import stat
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,7 @@ class HubKey:
     key_id: str
     hub_id: str
     secret: bytes = field(repr=False)
+    created_at: float = 0.0
 
 
 def generate_key(hub_id: str) -> tuple[str, str]:
@@ -68,7 +73,12 @@ def write_keys(path: Path, keys: Mapping[str, HubKey]) -> None:
     """Replace the keys file atomically, created with mode 0600."""
     document = {
         "keys": {
-            key.key_id: {"hub_id": key.hub_id, "secret": key.secret.hex()} for key in keys.values()
+            key.key_id: {
+                "hub_id": key.hub_id,
+                "secret": key.secret.hex(),
+                "created_at": key.created_at,
+            }
+            for key in keys.values()
         }
     }
     payload = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
@@ -88,11 +98,16 @@ def write_keys(path: Path, keys: Mapping[str, HubKey]) -> None:
     logger.info("wrote %d keys to %s", len(keys), path)
 
 
-def add_key(path: Path, hub_id: str) -> HubKey:
+def add_key(path: Path, hub_id: str, created_at: float | None = None) -> HubKey:
     """Generate a key for `hub_id` and add it to the keys file (created if missing)."""
     keys = load_keys(path) if path.exists() else {}
     key_id, secret_hex = generate_key(hub_id)
-    key = HubKey(key_id=key_id, hub_id=hub_id, secret=bytes.fromhex(secret_hex))
+    key = HubKey(
+        key_id=key_id,
+        hub_id=hub_id,
+        secret=bytes.fromhex(secret_hex),
+        created_at=time.time() if created_at is None else created_at,
+    )
     write_keys(path, {**keys, key_id: key})
     return key
 
@@ -132,4 +147,48 @@ def _parse_entry(key_id: str, entry: Any, problems: list[str]) -> HubKey | None:
         # The secret itself never goes into a message.
         problems.append(f"{where}.secret: must be hex of at least 16 bytes")
         return None
-    return HubKey(key_id=key_id, hub_id=hub_id, secret=secret)
+    created_at = entry.get("created_at", 0.0)
+    if not isinstance(created_at, int | float) or isinstance(created_at, bool):
+        problems.append(f"{where}.created_at: must be Unix seconds")
+        return None
+    return HubKey(key_id=key_id, hub_id=hub_id, secret=secret, created_at=float(created_at))
+
+
+def newest_first(keys: Iterable[HubKey]) -> list[HubKey]:
+    """Keys ordered for signing: the newest first, ties broken by key id."""
+    return sorted(keys, key=lambda key: (-key.created_at, key.key_id))
+
+
+class KeysFile:
+    """A keys file read again whenever it changes on disk, so keys rotate live."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._stamp: tuple[int, int] | None = None
+        self._keys: dict[str, HubKey] = {}
+
+    def keys(self) -> dict[str, HubKey]:
+        """The keys as the file holds them now; a broken rewrite keeps the last good set."""
+        try:
+            status = os.stat(self.path)
+        except OSError as exc:
+            if self._stamp is None:
+                raise ConfigError(str(self.path), [f"cannot read keys file: {exc}"]) from exc
+            return self._keys
+        stamp = (status.st_mtime_ns, status.st_size)
+        if stamp != self._stamp:
+            self._reload(stamp)
+        return self._keys
+
+    def _reload(self, stamp: tuple[int, int]) -> None:
+        try:
+            keys = load_keys(self.path)
+        except ConfigError:
+            if self._stamp is None:
+                raise
+            logger.exception("keys file %s changed but is invalid; keeping the old keys", self.path)
+            return
+        if self._stamp is not None:
+            logger.info("keys file %s reloaded: %d keys", self.path, len(keys))
+        self._stamp = stamp
+        self._keys = keys

@@ -52,8 +52,9 @@ from hub.errors import ConfigError
 from hub.events import Lane
 from sync.city_store import BatchStore, LaneUpload, SQLiteBatchStore
 from sync.errors import AuthError, BatchError, NonceCacheFull
-from sync.keys import HubKey, load_keys
+from sync.keys import HubKey, KeysFile
 from sync.signing import RequestVerifier
+from sync.tls import ServerTls
 
 logger = logging.getLogger(__name__)
 
@@ -124,18 +125,25 @@ class ReceiverState:
     faults: Faults
     admin_token: str | None
     rng: random.Random
+    keys_file: KeysFile | None = None
 
 
 def create_app(
     store: BatchStore,
-    keys: Mapping[str, HubKey],
+    keys: Mapping[str, HubKey] | KeysFile,
     *,
     clock: Clock | None = None,
     faults: Faults | None = None,
     admin_token: str | None = None,
     rng: random.Random | None = None,
 ) -> Starlette:
-    """The receiver as an ASGI app; `app.state.receiver` holds its `ReceiverState`."""
+    """The receiver as an ASGI app; `app.state.receiver` holds its `ReceiverState`.
+
+    Given a `KeysFile`, the receiver reads it again whenever it changes, so hub
+    keys can be added and retired without a restart.
+    """
+    keys_file = keys if isinstance(keys, KeysFile) else None
+    initial = keys.keys() if isinstance(keys, KeysFile) else keys
     routes = [
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/v1/hubs/{hub_id}/batches", _post_batch, methods=["POST"]),
@@ -147,11 +155,12 @@ def create_app(
     app = Starlette(routes=routes, exception_handlers={HttpProblem: _problem_reply})
     app.state.receiver = ReceiverState(
         store=store,
-        verifier=RequestVerifier(keys),
+        verifier=RequestVerifier(initial),
         clock=clock or SystemClock(),
         faults=faults or Faults(),
         admin_token=admin_token,
         rng=rng or random.Random(),
+        keys_file=keys_file,
     )
     return app
 
@@ -230,6 +239,8 @@ def _authenticate(request: Request, state: ReceiverState, hub_id: str, body: byt
     # The signature covers the path exactly as sent, before any percent-decoding.
     raw_path = request.scope.get("raw_path") or request.url.path.encode()
     path = bytes(raw_path).split(b"?", 1)[0].decode("ascii", errors="replace")
+    if state.keys_file is not None:
+        state.verifier.replace_keys(state.keys_file.keys())
     try:
         key = state.verifier.verify(
             request.method, path, body, request.headers.get("authorization"), state.clock.wall()
@@ -371,9 +382,11 @@ def run_receiver(
     *,
     faults: Faults | None = None,
     admin_token: str | None = None,
+    tls: ServerTls | None = None,
 ) -> None:
     """Serve the receiver with uvicorn until SIGTERM or SIGINT."""
-    keys = load_keys(keys_path)
+    keys = KeysFile(keys_path)
+    count = len(keys.keys())
     store = SQLiteBatchStore(db_path)
     app = create_app(store, keys, faults=faults, admin_token=admin_token)
     config = uvicorn.Config(
@@ -384,9 +397,13 @@ def run_receiver(
         access_log=False,
         lifespan="off",
         timeout_graceful_shutdown=10,
+        **(tls.uvicorn_options() if tls is not None else {}),  # type: ignore[arg-type]
     )
 
-    logger.info("city receiver on %s:%d, %d keys, store %s", host, port, len(keys), db_path)
+    scheme = "https" if tls is not None else "http"
+    logger.info(
+        "city receiver on %s://%s:%d, %d keys, store %s", scheme, host, port, count, db_path
+    )
     try:
         with _signals_end_quietly():
             uvicorn.Server(config).run()
@@ -402,9 +419,15 @@ class BackgroundReceiver:
     at the port before the receiver starts and see connections refused until then.
     """
 
-    def __init__(self, app: Starlette, sock: socket.socket) -> None:
+    def __init__(self, app: Starlette, sock: socket.socket, tls: ServerTls | None = None) -> None:
         self._sock = sock
-        config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            app,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+            **(tls.uvicorn_options() if tls is not None else {}),  # type: ignore[arg-type]
+        )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="city-receiver"
@@ -463,11 +486,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.keys,
             faults=faults,
             admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
+            tls=_server_tls(args),
         )
     except (ConfigError, ValueError, OSError) as exc:
         print(f"city-receiver: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+def _server_tls(args: argparse.Namespace) -> ServerTls | None:
+    if args.tls_cert is None and args.tls_key is None:
+        if args.client_ca is not None:
+            raise ValueError("--client-ca needs --tls-cert and --tls-key")
+        return None
+    if args.tls_cert is None or args.tls_key is None:
+        raise ValueError("--tls-cert and --tls-key go together")
+    return ServerTls(args.tls_cert, args.tls_key, args.client_ca)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -496,6 +530,11 @@ def _parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="P",
         help="probability of storing a batch, then replying 500",
+    )
+    parser.add_argument("--tls-cert", type=Path, help="serve HTTPS with this PEM certificate")
+    parser.add_argument("--tls-key", type=Path, help="private key of --tls-cert")
+    parser.add_argument(
+        "--client-ca", type=Path, help="require client certificates signed by this CA (mTLS)"
     )
     parser.add_argument(
         "--reject-event",

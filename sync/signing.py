@@ -137,6 +137,10 @@ class RequestVerifier:
         self._nonces = nonces if nonces is not None else NonceCache()
         self._window = window
 
+    def replace_keys(self, keys: Mapping[str, HubKey]) -> None:
+        """Accept exactly `keys` from now on (a rotation added or retired some)."""
+        self._keys = dict(keys)
+
     def verify(
         self, method: str, path: str, body: bytes, authorization: str | None, now: float
     ) -> HubKey:

@@ -11,6 +11,9 @@ Failures:
   backoff. The outage is logged once at ERROR, repeats at DEBUG, recovery at INFO.
 * 401 because the hub's clock is off: the hub learns the offset from the reply's
   ``server_time`` (or ``Date``) and re-signs at once.
+* 401 ``unknown_key`` while keys rotate: the hub signs with its newest key; if the
+  city does not know it yet, the same batch is signed again with the next older
+  key, so a rotation loses no batch.
 * 400, 413 or 422 (the city blames the batch's content): the batch is narrowed by
   bisection, sending ever shorter prefixes of it, until one event is refused on its
   own. That event is set aside (`sync.poison`: telemetry and health dead-lettered,
@@ -29,6 +32,7 @@ import gzip
 import json
 import logging
 import random
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -41,6 +45,7 @@ from hub.errors import JournalError
 from hub.events import LANE_ORDER, Event, Lane
 from hub.journal import Journal
 from sync.errors import CityError, CityRejected, CityUnavailable
+from sync.keys import HubKey, newest_first
 from sync.outbox import LaneBatch, Outbox
 from sync.poison import SetAside
 from sync.signing import sign_request
@@ -87,6 +92,7 @@ class Backoff:
 
 
 SetAsideHook = Callable[[SetAside], Awaitable[None]]
+KeySource = Callable[[], Sequence[HubKey]]
 
 
 class Uplink:
@@ -106,13 +112,16 @@ class Uplink:
         proxy: str | None = None,
         rng: random.Random | None = None,
         on_set_aside: SetAsideHook | None = None,
+        key_source: KeySource | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
         self._journal = journal
         self._batch_url = f"{city_url.rstrip('/')}/v1/hubs/{quote(journal.hub_id, safe='')}/batches"
-        self._key_id = key_id
-        self._secret = secret
+        fixed = (HubKey(key_id, journal.hub_id, secret),)
+        self._key_source: KeySource = key_source or (lambda: fixed)
+        self._ssl_context = ssl_context
         self._clock = clock
         self._batch_size = batch_size
         self._timeout = timeout
@@ -343,17 +352,33 @@ class Uplink:
     # -- HTTP --------------------------------------------------------------------
 
     async def _post_batch(self, body: bytes) -> dict[str, Any]:
-        """POST a batch; on a clock-skew 401, learn the offset and send it once more."""
-        response = await self._post(body)
+        """POST a batch signed with the newest key.
+
+        On a clock-skew 401, learn the offset and send it once more; on an
+        unknown-key 401, try the older keys in turn (a rotation in progress).
+        """
+        keys = self._signing_keys()
+        response = await self._post(body, keys[0])
         if response.status_code == 401 and _error_code(response) == "clock_skew":
             logger.warning(
                 "city refused our timestamp; clock offset now %+.1f s, re-signing",
                 self._clock_offset,
             )
-            response = await self._post(body)
+            response = await self._post(body, keys[0])
+        for older in keys[1:]:
+            if response.status_code != 401 or _error_code(response) != "unknown_key":
+                break
+            logger.warning("city does not know the newest key yet; signing with %s", older.key_id)
+            response = await self._post(body, older)
         return _check_reply(response)
 
-    async def _post(self, body: bytes) -> httpx.Response:
+    def _signing_keys(self) -> list[HubKey]:
+        keys = newest_first(self._key_source())
+        if not keys:
+            raise CityRejected(401, "no signing key for this hub")
+        return keys
+
+    async def _post(self, body: bytes, key: HubKey) -> httpx.Response:
         client = self._ensure_client()
         request = client.build_request(
             "POST",
@@ -364,7 +389,7 @@ class Uplink:
         path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
         sent_at = self._clock.wall()
         request.headers["Authorization"] = sign_request(
-            self._key_id, self._secret, "POST", path, body, sent_at + self._clock_offset
+            key.key_id, key.secret, "POST", path, body, sent_at + self._clock_offset
         )
 
         try:
@@ -386,7 +411,10 @@ class Uplink:
         if self._client is None:
             # No proxy from the environment: where batches go is explicit configuration.
             self._client = httpx.AsyncClient(
-                timeout=self._timeout, trust_env=False, proxy=self._proxy
+                timeout=self._timeout,
+                trust_env=False,
+                proxy=self._proxy,
+                verify=self._ssl_context if self._ssl_context is not None else True,
             )
         return self._client
 

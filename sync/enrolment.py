@@ -1,0 +1,174 @@
+"""Enrolment: how this hub reaches the city, written by ``hallhub enroll``.
+
+``hallhub enroll`` writes ``<state_dir>/enrolment.yaml`` (the hub id, the city URL,
+the CA, the client certificate paths) and ``<state_dir>/city-keys.json`` (the
+signing key), both mode 0600. A hall configuration without a ``city`` section
+uses the enrolment if there is one. `open_uplink` turns either into an `Uplink`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from hub.clock import Clock
+from hub.config import CitySection
+from hub.errors import ConfigError
+from hub.journal import Journal
+from hub.yamlfile import load_model
+from sync.keys import HUB_ID_PATTERN, HubKey, KeysFile, load_keys, write_keys
+from sync.tls import ClientTls
+from sync.uplink import SetAsideHook, Uplink
+
+logger = logging.getLogger(__name__)
+
+ENROLMENT_FILE = "enrolment.yaml"
+KEYS_FILE = "city-keys.json"
+
+
+class Enrolment(CitySection):
+    """The city section plus the hub id it was issued for."""
+
+    hub_id: str
+
+
+def enroll(
+    state_dir: Path,
+    hub_id: str,
+    city_url: str,
+    ca_file: Path,
+    *,
+    key: HubKey | None = None,
+    client_cert: Path | None = None,
+    client_key: Path | None = None,
+) -> Path:
+    """Write the enrolment and the signing key into `state_dir`; return the file."""
+    problems = _check_enrolment(hub_id, city_url, ca_file, key, client_cert, client_key)
+    if problems:
+        raise ConfigError("hallhub enroll", problems)
+
+    state_dir.mkdir(parents=True, exist_ok=True)
+    document: dict[str, Any] = {
+        "hub_id": hub_id,
+        "url": city_url,
+        "ca_file": str(ca_file.resolve()),
+    }
+    if key is not None:
+        keys_path = state_dir / KEYS_FILE
+        existing = load_keys(keys_path) if keys_path.exists() else {}
+        write_keys(keys_path, {**existing, key.key_id: key})
+        document["keys_file"] = str(keys_path.resolve())
+    if client_cert is not None and client_key is not None:
+        document["client_cert"] = str(client_cert.resolve())
+        document["client_key"] = str(client_key.resolve())
+
+    path = state_dir / ENROLMENT_FILE
+    _write_private(path, yaml.safe_dump(document, sort_keys=True).encode())
+    logger.info("hub %s enrolled with %s (%s)", hub_id, city_url, path)
+    return path
+
+
+def load_enrolment(state_dir: Path, hub_id: str) -> Enrolment | None:
+    """The enrolment in `state_dir`, or None; it must be for `hub_id`."""
+    path = state_dir / ENROLMENT_FILE
+    if not path.exists():
+        return None
+    enrolment = load_model(path, Enrolment)
+    if enrolment.hub_id != hub_id:
+        raise ConfigError(str(path), [f"enrolled as hub {enrolment.hub_id!r}, not {hub_id!r}"])
+    return enrolment
+
+
+def open_uplink(
+    journal: Journal,
+    city: CitySection,
+    clock: Clock,
+    on_set_aside: SetAsideHook | None = None,
+) -> Uplink:
+    """An uplink signing and connecting as `city` says."""
+    tls = None
+    if city.ca_file is not None:
+        tls = ClientTls(city.ca_file, city.client_cert, city.client_key).context()
+
+    if city.keys_file is not None:
+        keys = KeysFile(city.keys_file)
+        mine = [key for key in keys.keys().values() if key.hub_id == journal.hub_id]
+        if not mine:
+            raise ConfigError(str(city.keys_file), [f"no key for hub {journal.hub_id!r}"])
+        key_id, secret = mine[0].key_id, mine[0].secret
+
+        def key_source() -> list[HubKey]:
+            return [key for key in keys.keys().values() if key.hub_id == journal.hub_id]
+
+        source = key_source
+    else:
+        assert city.key_id is not None and city.secret_file is not None  # the validator's
+        key_id = city.key_id
+        secret = _read_secret(city.secret_file)
+        source = None
+
+    return Uplink(
+        journal,
+        city.url,
+        key_id,
+        secret,
+        clock,
+        batch_size=city.batch_size,
+        on_set_aside=on_set_aside,
+        key_source=source,
+        ssl_context=tls,
+    )
+
+
+def _read_secret(path: Path) -> bytes:
+    try:
+        return bytes.fromhex(path.read_text(encoding="ascii").strip())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(path), [f"secret file unreadable or not hex: {exc}"]) from exc
+
+
+def _check_enrolment(
+    hub_id: str,
+    city_url: str,
+    ca_file: Path,
+    key: HubKey | None,
+    client_cert: Path | None,
+    client_key: Path | None,
+) -> list[str]:
+    problems: list[str] = []
+    if not HUB_ID_PATTERN.match(hub_id):
+        problems.append(f"hub id must match {HUB_ID_PATTERN.pattern}")
+    if not city_url.startswith("https://"):
+        problems.append("city URL must start with https:// (the CA is the trust anchor)")
+    for name, path in (("CA", ca_file), ("client certificate", client_cert)):
+        if path is not None and not path.is_file():
+            problems.append(f"{name} file {path} does not exist")
+    if client_key is not None and not client_key.is_file():
+        problems.append(f"client key file {client_key} does not exist")
+    if key is None:
+        # A client certificate adds mutual TLS; every request is still HMAC-signed.
+        problems.append("a signing key is required (--key-id with --secret-file)")
+    elif key.hub_id != hub_id:
+        problems.append(f"key {key.key_id} is for hub {key.hub_id}, not {hub_id}")
+    if (client_cert is None) != (client_key is None):
+        problems.append("--client-cert and --client-key go together")
+    return problems
+
+
+def _write_private(path: Path, payload: bytes) -> None:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as stream:
+            stream.write(payload)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise

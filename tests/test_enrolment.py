@@ -1,0 +1,113 @@
+"""`hallhub enroll` writes the hub's city settings and key with mode 0600, and a hub
+enrolled that way syncs over mutual TLS to a real receiver."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+import stat
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hub.cli import main
+from hub.clock import SystemClock
+from hub.config import load_config
+from hub.events import Lane, Observation
+from hub.journal import Journal
+from sync.city_store import SQLiteBatchStore
+from sync.enrolment import ENROLMENT_FILE, KEYS_FILE, load_enrolment, open_uplink
+from sync.keys import HubKey, load_keys
+from sync.receiver import BackgroundReceiver, create_app
+from sync.tls import ServerTls
+from tests.pki import make_pki
+
+HUB = "hall-7"
+
+
+def write_config(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "hall.yaml"
+    path.write_text(f"hub:\n  id: {HUB}\n  state_dir: state\n", encoding="utf-8")
+    return path
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_enrolled_hub_syncs_over_mutual_tls(tmp_path: Path) -> None:
+    """After `hallhub enroll` with a CA, a key and a client certificate, the enrolment
+    and keys files are 0600 and hold what was given, and an uplink opened from them
+    delivers events to a receiver that requires the client certificate."""
+    pki = make_pki(tmp_path / "pki", common_name=HUB)
+    config_path = write_config(tmp_path / "hall")
+    secret = bytes.fromhex("5a" * 32)
+    secret_file = tmp_path / "secret.hex"
+    secret_file.write_text(secret.hex(), encoding="ascii")
+    store = SQLiteBatchStore(tmp_path / "city.db")
+    key = HubKey(f"{HUB}.k1", HUB, secret)
+    app = create_app(store, {key.key_id: key})
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    receiver = BackgroundReceiver(
+        app, sock, ServerTls(pki.server_cert, pki.server_key, pki.ca_cert)
+    )
+    receiver.start()
+    url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+
+    code = main(
+        ["enroll", "--config", str(config_path), "--city-url", url, "--ca", str(pki.ca_cert),
+         "--key-id", key.key_id, "--secret-file", str(secret_file),
+         "--client-cert", str(pki.client_cert), "--client-key", str(pki.client_key)]
+    )  # fmt: skip
+    state_dir = load_config(config_path).hub.state_dir
+    document = yaml.safe_load((state_dir / ENROLMENT_FILE).read_text(encoding="utf-8"))
+    keys = load_keys(state_dir / KEYS_FILE)
+
+    journal = Journal(state_dir / "journal.sqlite3", HUB)
+    journal.open()
+    try:
+        enrolment = load_enrolment(state_dir, HUB)
+        assert enrolment is not None
+        for n in range(1, 4):
+            await journal.append(
+                Observation(f"r-{n}", Lane.RATING, "pad-1", "rating_pad", "rating", {}, 1.0, True)
+            )
+        async with open_uplink(journal, enrolment, SystemClock()) as uplink:
+            sent = await uplink.drain_once()
+    finally:
+        journal.close()
+        receiver.stop()
+        store.close()
+
+    assert code == 0
+    assert mode(state_dir / ENROLMENT_FILE) == 0o600 and mode(state_dir / KEYS_FILE) == 0o600
+    assert document["hub_id"] == HUB and document["url"] == url
+    assert document["client_cert"] == str(pki.client_cert.resolve())
+    assert keys[key.key_id].secret == secret
+    assert secret.hex() not in (state_dir / ENROLMENT_FILE).read_text(encoding="utf-8")
+    assert sent == 3
+    with sqlite3.connect(tmp_path / "city.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
+    conn.close()
+
+
+def test_enroll_refuses_plain_http_and_writes_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An http:// city URL is refused with a clear message and no file is written."""
+    pki = make_pki(tmp_path / "pki")
+    config_path = write_config(tmp_path / "hall")
+    secret_file = tmp_path / "secret.hex"
+    secret_file.write_text("ab" * 32, encoding="ascii")
+
+    code = main(
+        ["enroll", "--config", str(config_path), "--city-url", "http://127.0.0.1:1",
+         "--ca", str(pki.ca_cert), "--key-id", "k1", "--secret-file", str(secret_file)]
+    )  # fmt: skip
+
+    assert code == 2
+    assert "https://" in capsys.readouterr().err
+    assert not (tmp_path / "hall" / "state" / ENROLMENT_FILE).exists()
