@@ -23,15 +23,18 @@ from devices.mqtt_ingest import BrokerSettings, MqttIngest
 from devices.profiles import load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
-from hub.alerts import AlertService, encode_notice
+from hub.alerts import AlertService, encode_notice, list_alerts
 from hub.clock import Clock, SystemClock
-from hub.config import HubConfig
+from hub.config import CitySection, HubConfig
+from hub.errors import ConfigError
 from hub.events import Event, Lane, Observation, hub_event_id
 from hub.journal import Journal
 from hub.tokens import load_or_create_token
 from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
-from sync.enrolment import load_enrolment, open_uplink
-from sync.poison import Disposition, SetAside
+from sync.city_config import CityConfigStore
+from sync.commands import CommandChannel, Handler, events_after
+from sync.enrolment import client_context, load_enrolment, open_uplink
+from sync.poison import Disposition, SetAside, set_aside_summary
 from sync.tls import CertificateWatch
 from sync.uplink import Uplink
 
@@ -74,14 +77,14 @@ class HubService:
         self.config = config
         self.clock: Clock = clock or SystemClock(config.hub.clock_sync)
         state_dir = config.hub.state_dir
-        models = load_models(shipped_models_dir(), *filter(None, [config.models_dir]))
-        self.registry = Registry(config.devices, models)
-        self.rules = RulesEngine.from_files([shipped_pack(), *config.rule_files])
+        self.city_config = CityConfigStore(state_dir)
+        self.registry, self.rules = self._load_layers()
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = load_or_create_token(config.console.token_file or state_dir / "api-token")
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
         self.alerts = AlertService(self.journal, self.clock, self._announce)
         self.uplink: Uplink | None = None
+        self.commands: CommandChannel | None = None
         self.console_port: int | None = None
         self._committed: asyncio.Queue[list[Event]] = asyncio.Queue()
         self._tasks = _Tasks()
@@ -174,9 +177,79 @@ class HubService:
         uplink = self.uplink
         self.journal.add_commit_listener(lambda _events: uplink.notify())
         self._tasks.start("sync-uplink", uplink.run())
+        self._start_command_channel(city)
         if city.client_cert is not None:
             watch = CertificateWatch(city.client_cert, self.clock, self._alert_certificate)
             self._tasks.start("sync-certificate-watch", watch.run())
+
+    def _start_command_channel(self, city: CitySection) -> None:
+        assert self.uplink is not None
+        uplink = self.uplink
+        handlers: dict[str, Handler] = {
+            "configure": self._apply_city_config,
+            "query_state": self._answer_state_query,
+            "query_events": lambda payload: events_after(self.journal, payload),
+        }
+        self.commands = CommandChannel(
+            uplink,
+            city.url,
+            self.config.hub.id,
+            handlers,
+            self.clock,
+            ssl_context=client_context(city),
+        )
+        self._tasks.start("sync-commands", self.commands.run())
+
+    # -- the city's configuration layer ------------------------------------------
+
+    def _load_layers(self) -> tuple[Registry, RulesEngine]:
+        """Devices and rules on the city's active configuration, rolled back if it fails."""
+        while True:
+            city_layer = self.city_config.active_dir()
+            try:
+                return self._build_layers(city_layer)
+            except ConfigError:
+                if city_layer is None:
+                    raise
+                logger.exception("hub cannot start on city configuration %s", city_layer.name)
+                self.city_config.roll_back()
+
+    def _build_layers(self, city_layer: Path | None) -> tuple[Registry, RulesEngine]:
+        # The city's files are the baseline; the hall's own files come after them.
+        model_dirs = [shipped_models_dir()]
+        city_rules: list[Path] = []
+        if city_layer is not None:
+            model_dirs.append(city_layer / "devices")
+            city_rules = sorted((city_layer / "rules").glob("*.yaml"))
+        model_dirs += filter(None, [self.config.models_dir])
+        models = load_models(*model_dirs)
+        rules = RulesEngine.from_files([shipped_pack(), *city_rules, *self.config.rule_files])
+        return Registry(self.config.devices, models), rules
+
+    def _start_on_city_config(self, city_layer: Path) -> None:
+        """Take the new rules at once; new device models apply at the next start."""
+        _registry, rules = self._build_layers(city_layer)
+        self.rules = rules
+
+    async def _apply_city_config(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        assert self.uplink is not None
+        keys = {key.key_id: key for key in self.uplink.signing_keys()}
+        result = self.city_config.apply(bundle, keys, self._start_on_city_config)
+        return result.to_json()
+
+    async def _answer_state_query(self, _payload: dict[str, Any]) -> dict[str, Any]:
+        with self.journal.reading() as conn:
+            open_alerts = list_alerts(conn, active_only=True)
+            set_aside = set_aside_summary(conn)
+        return {
+            "status": "ok",
+            "hub_id": self.config.hub.id,
+            "devices": [device.to_json() for device in self.registry.all()],
+            "open_alerts": open_alerts,
+            "sync": self.uplink.status() if self.uplink is not None else {},
+            "set_aside": set_aside,
+            "city_config": self.city_config.active_version(),
+        }
 
     def _start_pollers(self) -> None:
         for device in self.registry.all():

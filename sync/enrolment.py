@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -91,9 +92,7 @@ def open_uplink(
     on_set_aside: SetAsideHook | None = None,
 ) -> Uplink:
     """An uplink signing and connecting as `city` says."""
-    tls = None
-    if city.ca_file is not None:
-        tls = ClientTls(city.ca_file, city.client_cert, city.client_key).context()
+    tls = client_context(city)
 
     if city.keys_file is not None:
         keys = KeysFile(city.keys_file)
@@ -123,6 +122,13 @@ def open_uplink(
         key_source=source,
         ssl_context=tls,
     )
+
+
+def client_context(city: CitySection) -> ssl.SSLContext | None:
+    """The TLS context for reaching the city, or None for plain HTTP (tests, demo)."""
+    if city.ca_file is None:
+        return None
+    return ClientTls(city.ca_file, city.client_cert, city.client_key).context()
 
 
 def _read_secret(path: Path) -> bytes:

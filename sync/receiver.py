@@ -5,9 +5,15 @@ Routes (see docs/sync-protocol.md):
 * ``POST /v1/hubs/{hub_id}/batches``: a signed, gzip-compressed batch; replies with
   each lane's high-water mark as the ack.
 * ``GET /v1/hubs/{hub_id}/status``: signed; per-lane high-water marks and counts.
+* ``GET /v1/hubs/{hub_id}/commands?wait=S``: signed long poll; the commands the
+  city queued for the hub, held open up to S seconds (at most 60) until one comes.
+* ``POST /v1/hubs/{hub_id}/commands/{command_id}/reply``: signed; the hub's answer.
 * ``GET /healthz``: no auth.
 * ``GET|POST /admin/faults``: loopback only, ``Authorization: Bearer <admin token>``;
   present only when an admin token is configured. Reads or sets the fault knobs.
+* ``POST /admin/hubs/{hub_id}/commands`` and ``GET /admin/commands/{command_id}``:
+  same guard; queue a command for a hub (a configuration bundle is signed here with
+  the hub's newest key) and read its reply.
 
 Fault knobs, for tests and demos: ``fail_with_500`` (probability of replying 500
 before storing), ``delay_seconds`` (wait before handling a batch), ``drop_ack``
@@ -24,6 +30,7 @@ import asyncio
 import contextlib
 import hmac
 import ipaddress
+import json
 import logging
 import os
 import random
@@ -33,7 +40,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -50,9 +57,11 @@ from starlette.routing import Route
 from hub.clock import Clock, SystemClock
 from hub.errors import ConfigError
 from hub.events import Lane
+from sync.city_config import sign_bundle
 from sync.city_store import BatchStore, LaneUpload, SQLiteBatchStore
+from sync.command_queue import MAX_WAIT_SECONDS, CommandQueue
 from sync.errors import AuthError, BatchError, NonceCacheFull
-from sync.keys import HubKey, KeysFile
+from sync.keys import HubKey, KeysFile, newest_first
 from sync.signing import RequestVerifier
 from sync.tls import ServerTls
 
@@ -126,6 +135,8 @@ class ReceiverState:
     admin_token: str | None
     rng: random.Random
     keys_file: KeysFile | None = None
+    commands: CommandQueue = field(default_factory=CommandQueue)
+    closing: Callable[[], bool] = lambda: False
 
 
 def create_app(
@@ -148,9 +159,15 @@ def create_app(
         Route("/healthz", _healthz, methods=["GET"]),
         Route("/v1/hubs/{hub_id}/batches", _post_batch, methods=["POST"]),
         Route("/v1/hubs/{hub_id}/status", _get_status, methods=["GET"]),
+        Route("/v1/hubs/{hub_id}/commands", _poll_commands, methods=["GET"]),
+        Route("/v1/hubs/{hub_id}/commands/{command_id}/reply", _post_reply, methods=["POST"]),
     ]
     if admin_token:
-        routes.append(Route("/admin/faults", _faults, methods=["GET", "POST"]))
+        routes += [
+            Route("/admin/faults", _faults, methods=["GET", "POST"]),
+            Route("/admin/hubs/{hub_id}/commands", _queue_command, methods=["POST"]),
+            Route("/admin/commands/{command_id}", _get_command, methods=["GET"]),
+        ]
 
     app = Starlette(routes=routes, exception_handlers={HttpProblem: _problem_reply})
     app.state.receiver = ReceiverState(
@@ -201,7 +218,77 @@ async def _get_status(request: Request) -> Response:
     _authenticate(request, state, hub_id, body)
 
     status = await run_in_threadpool(state.store.hub_status, hub_id)
-    return JSONResponse({**status, "server_time": state.clock.wall()})
+    active = state.commands.active_config(hub_id)
+    return JSONResponse({**status, "active_config": active, "server_time": state.clock.wall()})
+
+
+async def _poll_commands(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    hub_id = request.path_params["hub_id"]
+    _authenticate(request, state, hub_id, await _read_body(request))
+
+    try:
+        wait = float(request.query_params.get("wait", "0"))
+    except ValueError as exc:
+        raise HttpProblem(400, "bad_wait", "wait must be seconds") from exc
+    if not 0 <= wait <= MAX_WAIT_SECONDS:
+        raise HttpProblem(400, "bad_wait", f"wait must be 0 to {MAX_WAIT_SECONDS:.0f} seconds")
+
+    async def give_up() -> bool:
+        return state.closing() or await request.is_disconnected()
+
+    commands = await state.commands.wait_for(hub_id, wait, give_up)
+    reply = {"commands": [c.to_wire() for c in commands], "server_time": state.clock.wall()}
+    return JSONResponse(reply)
+
+
+async def _post_reply(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    hub_id = request.path_params["hub_id"]
+    body = await _read_body(request)
+    _authenticate(request, state, hub_id, body)
+
+    answer = _json_object(body, "bad_reply")
+    try:
+        state.commands.answer(hub_id, request.path_params["command_id"], answer)
+    except KeyError as exc:
+        raise HttpProblem(404, "no_command", "no such command for this hub") from exc
+    return JSONResponse({"status": "recorded", "server_time": state.clock.wall()})
+
+
+async def _queue_command(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    _check_admin(request, state)
+    hub_id = request.path_params["hub_id"]
+
+    document = _json_object(await request.body(), "bad_command")
+    type_, payload = document.get("type"), document.get("payload", {})
+    if not isinstance(type_, str) or not isinstance(payload, dict):
+        raise HttpProblem(400, "bad_command", "need a type and a payload mapping")
+    if type_ == "configure":
+        payload = _signed_bundle(state, hub_id, payload)
+    try:
+        command = state.commands.enqueue(hub_id, type_, payload)
+    except ValueError as exc:
+        raise HttpProblem(400, "bad_command", str(exc)) from exc
+    return JSONResponse({"command_id": command.command_id}, status_code=202)
+
+
+async def _get_command(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    _check_admin(request, state)
+
+    command = state.commands.get(request.path_params["command_id"])
+    if command is None:
+        raise HttpProblem(404, "no_command", "no such command")
+    return JSONResponse(
+        {
+            **command.to_wire(),
+            "hub_id": command.hub_id,
+            "state": "pending" if command.reply is None else "answered",
+            "reply": command.reply,
+        }
+    )
 
 
 async def _faults(request: Request) -> Response:
@@ -347,6 +434,28 @@ def _log_outcomes(hub_id: str, epoch: int, outcomes: Mapping[Lane, Any]) -> None
             )
 
 
+def _json_object(body: bytes, error: str) -> dict[str, Any]:
+    try:
+        document = json.loads(body or b"{}")
+    except ValueError as exc:
+        raise HttpProblem(400, error, "body is not JSON") from exc
+    if not isinstance(document, dict):
+        raise HttpProblem(400, error, "body must be a JSON object")
+    return document
+
+
+def _signed_bundle(state: ReceiverState, hub_id: str, payload: dict[str, Any]) -> dict[str, Any]:
+    version, files = payload.get("version"), payload.get("files")
+    if not isinstance(version, str) or not isinstance(files, dict):
+        raise HttpProblem(400, "bad_command", "a configure payload needs version and files")
+    if state.keys_file is not None:
+        state.verifier.replace_keys(state.keys_file.keys())
+    keys = newest_first(k for k in state.verifier.keys().values() if k.hub_id == hub_id)
+    if not keys:
+        raise HttpProblem(400, "bad_command", f"no key for hub {hub_id!r} to sign with")
+    return sign_bundle(keys[0], version, {str(name): str(text) for name, text in files.items()})
+
+
 def _check_admin(request: Request, state: ReceiverState) -> None:
     client = request.client
     try:
@@ -400,13 +509,15 @@ def run_receiver(
         **(tls.uvicorn_options() if tls is not None else {}),  # type: ignore[arg-type]
     )
 
+    server = uvicorn.Server(config)
+    app.state.receiver.closing = lambda: server.should_exit
     scheme = "https" if tls is not None else "http"
     logger.info(
         "city receiver on %s://%s:%d, %d keys, store %s", scheme, host, port, count, db_path
     )
     try:
         with _signals_end_quietly():
-            uvicorn.Server(config).run()
+            server.run()
     finally:
         store.close()
     logger.info("city receiver stopped")
@@ -429,6 +540,8 @@ class BackgroundReceiver:
             **(tls.uvicorn_options() if tls is not None else {}),  # type: ignore[arg-type]
         )
         self._server = uvicorn.Server(config)
+        server = self._server
+        app.state.receiver.closing = lambda: server.should_exit
         self._thread = threading.Thread(
             target=self._server.run, kwargs={"sockets": [sock]}, name="city-receiver"
         )

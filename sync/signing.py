@@ -137,6 +137,10 @@ class RequestVerifier:
         self._nonces = nonces if nonces is not None else NonceCache()
         self._window = window
 
+    def keys(self) -> dict[str, HubKey]:
+        """The keys accepted now."""
+        return dict(self._keys)
+
     def replace_keys(self, keys: Mapping[str, HubKey]) -> None:
         """Accept exactly `keys` from now on (a rotation added or retired some)."""
         self._keys = dict(keys)

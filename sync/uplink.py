@@ -372,6 +372,20 @@ class Uplink:
             response = await self._post(body, older)
         return _check_reply(response)
 
+    def signing_keys(self) -> list[HubKey]:
+        """This hub's keys, newest first (the first signs)."""
+        return self._signing_keys()
+
+    def authorization(self, key: HubKey, method: str, path: str, body: bytes) -> str:
+        """An Authorization header on the city's clock as learned from its replies."""
+        return sign_request(
+            key.key_id, key.secret, method, path, body, self._clock.wall() + self._clock_offset
+        )
+
+    def learn_offset(self, response: httpx.Response, sent_at: float) -> None:
+        """Take the city's time from a reply to a request sent at hub time `sent_at`."""
+        self._learn_offset(response, (sent_at + self._clock.wall()) / 2)
+
     def _signing_keys(self) -> list[HubKey]:
         keys = newest_first(self._key_source())
         if not keys:

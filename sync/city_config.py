@@ -1,0 +1,249 @@
+"""Configuration the city sends down: signed, versioned bundles, applied atomically.
+
+A bundle is ``{"version", "files", "key_id", "signature"}``. ``files`` maps a
+relative name to YAML text; the names allowed, and how each is checked:
+
+* ``rules/<name>.yaml``: a rule pack (`rules.engine.load_rule_file`);
+* ``devices/<name>.yaml``: a device model (`devices.profiles.load_model_file`);
+* ``schedules.yaml``, ``windows.yaml``, ``calendar.yaml``: opening schedules,
+  window assignments, calendar overrides. No hallhub part reads them yet, so they
+  are only checked to be YAML mappings.
+
+The signature is HMAC-SHA256, with one of the hub's own keys, over the canonical
+JSON of ``{"version", "files"}``: a bundle altered on the way is refused even if
+TLS were broken.
+
+On disk, under ``<state_dir>/city-config/``::
+
+    versions/<version>/...   one folder per version, written whole before use
+    current  -> versions/<v> symlink, switched atomically (rename over it)
+    previous -> versions/<v> what `current` pointed to before the last switch
+
+`apply` stages and validates the bundle, switches ``current``, then calls the
+hub's start hook on the new folder; if that raises, ``current`` goes back to the
+old version. Either way the reply names the version that is active.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from devices.profiles import load_model_file
+from hub.errors import ConfigError
+from rules.engine import load_rule_file
+from sync.keys import HubKey
+
+logger = logging.getLogger(__name__)
+
+VERSION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FILE_PATTERN = re.compile(
+    r"^(rules/[A-Za-z0-9_-]{1,64}\.yaml|devices/[A-Za-z0-9_-]{1,64}\.yaml"
+    r"|schedules\.yaml|windows\.yaml|calendar\.yaml)$"
+)
+MAX_FILES = 200
+MAX_FILE_BYTES = 1024 * 1024
+
+StartHook = Callable[[Path], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What became of a bundle: ``active``, ``rejected`` or ``rolled_back``."""
+
+    status: str
+    active_version: str | None
+    problems: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        """The reply sent back to the city."""
+        return {
+            "status": self.status,
+            "active_version": self.active_version,
+            "problems": self.problems,
+        }
+
+
+def canonical_bundle(version: str, files: Mapping[str, str]) -> bytes:
+    """The bytes a bundle's signature covers."""
+    document = {"version": version, "files": dict(files)}
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def sign_bundle(key: HubKey, version: str, files: Mapping[str, str]) -> dict[str, Any]:
+    """A signed bundle, as the city queues it for a hub."""
+    signature = hmac.new(key.secret, canonical_bundle(version, files), hashlib.sha256)
+    return {
+        "version": version,
+        "files": dict(files),
+        "key_id": key.key_id,
+        "signature": signature.hexdigest(),
+    }
+
+
+class CityConfigStore:
+    """The city's configuration layers on this hub's disk."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.root = state_dir / "city-config"
+        self._versions = self.root / "versions"
+
+    def active_version(self) -> str | None:
+        """The version `current` points to, or None before the first bundle."""
+        return self._pointed(self.root / "current")
+
+    def active_dir(self) -> Path | None:
+        """The folder of the active version."""
+        version = self.active_version()
+        return None if version is None else self._versions / version
+
+    def apply(self, bundle: Any, keys: Mapping[str, HubKey], start: StartHook) -> ApplyResult:
+        """Validate, stage, switch to and start `bundle`; roll back if start fails."""
+        try:
+            version, files = _checked_bundle(bundle, keys)
+        except ConfigError as exc:
+            logger.warning("configuration bundle refused: %s", exc)
+            return ApplyResult("rejected", self.active_version(), exc.problems)
+        if version == self.active_version():
+            return ApplyResult("active", version)
+
+        try:
+            self._stage(version, files)
+        except ConfigError as exc:
+            logger.warning("configuration %s refused: %s", version, exc)
+            return ApplyResult("rejected", self.active_version(), exc.problems)
+        return self._switch_and_start(version, start)
+
+    def roll_back(self) -> str | None:
+        """Point `current` back at `previous`; return the version now active."""
+        previous = self._pointed(self.root / "previous")
+        if previous is None:
+            (self.root / "current").unlink(missing_ok=True)
+        else:
+            self._point("current", previous)
+        logger.warning("city configuration rolled back to %s", previous or "none")
+        return previous
+
+    # -- steps -------------------------------------------------------------------
+
+    def _stage(self, version: str, files: Mapping[str, str]) -> None:
+        target = self._versions / version
+        if target.exists():
+            _validate_folder(target)
+            return
+        self._versions.mkdir(parents=True, exist_ok=True)
+        staging = self._versions / f".staging-{secrets.token_hex(4)}"
+        try:
+            for name, text in files.items():
+                path = staging / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(text, encoding="utf-8")
+            _validate_folder(staging)
+            os.rename(staging, target)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _switch_and_start(self, version: str, start: StartHook) -> ApplyResult:
+        old = self.active_version()
+        self._point("current", version)
+        if old is not None:
+            self._point("previous", old)
+        try:
+            start(self._versions / version)
+        except (ConfigError, OSError, ValueError) as exc:
+            logger.error("hub failed to start on configuration %s: %s; rolling back", version, exc)
+            self._point("current", old) if old is not None else self._unpoint("current")
+            return ApplyResult("rolled_back", old, [str(exc)])
+        logger.info("city configuration %s active (was %s)", version, old or "none")
+        return ApplyResult("active", version)
+
+    def _pointed(self, link: Path) -> str | None:
+        try:
+            target = os.readlink(link)
+        except OSError:
+            return None
+        return Path(target).name
+
+    def _point(self, name: str, version: str) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        temporary = self.root / f".{name}-{secrets.token_hex(4)}"
+        os.symlink(Path("versions") / version, temporary)
+        os.replace(temporary, self.root / name)
+
+    def _unpoint(self, name: str) -> None:
+        (self.root / name).unlink(missing_ok=True)
+
+
+def _checked_bundle(bundle: Any, keys: Mapping[str, HubKey]) -> tuple[str, dict[str, str]]:
+    if not isinstance(bundle, dict):
+        raise ConfigError("bundle", ["must be a mapping"])
+    version, files = bundle.get("version"), bundle.get("files")
+    problems: list[str] = []
+    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+        problems.append(f"version must match {VERSION_PATTERN.pattern}")
+    if not isinstance(files, dict) or not files or len(files) > MAX_FILES:
+        problems.append(f"files must map 1 to {MAX_FILES} names to YAML text")
+    if problems:
+        raise ConfigError("bundle", problems)
+    assert isinstance(version, str) and isinstance(files, dict)
+
+    for name, text in files.items():
+        if not isinstance(name, str) or not FILE_PATTERN.match(name):
+            problems.append(f"file name {name!r} is not one a bundle may hold")
+        elif not isinstance(text, str) or len(text.encode()) > MAX_FILE_BYTES:
+            problems.append(f"{name}: must be text of at most {MAX_FILE_BYTES} bytes")
+    if problems:
+        raise ConfigError(f"bundle {version}", problems)
+    _check_signature(bundle, version, files, keys)
+    return version, files
+
+
+def _check_signature(
+    bundle: dict[str, Any], version: str, files: dict[str, str], keys: Mapping[str, HubKey]
+) -> None:
+    key = keys.get(str(bundle.get("key_id")))
+    signature = bundle.get("signature")
+    if key is None or not isinstance(signature, str):
+        raise ConfigError(f"bundle {version}", ["not signed with a key of this hub"])
+    expected = hmac.new(key.secret, canonical_bundle(version, files), hashlib.sha256)
+    if not hmac.compare_digest(expected.hexdigest(), signature):
+        raise ConfigError(f"bundle {version}", ["signature does not match"])
+
+
+def _validate_folder(folder: Path) -> None:
+    """Check every file of a staged version with the schema that fits it."""
+    problems: list[str] = []
+    for path in sorted(p for p in folder.rglob("*.yaml") if p.is_file()):
+        name = path.relative_to(folder).as_posix()
+        try:
+            _validate_file(name, path)
+        except ConfigError as exc:
+            problems.extend(f"{name}: {problem}" for problem in exc.problems)
+    if problems:
+        raise ConfigError(folder.name, problems)
+
+
+def _validate_file(name: str, path: Path) -> None:
+    if name.startswith("rules/"):
+        load_rule_file(path)
+    elif name.startswith("devices/"):
+        load_model_file(path)
+    else:
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            raise ConfigError(name, [f"not YAML: {exc}"]) from exc
+        if not isinstance(document, dict):
+            raise ConfigError(name, ["must be a YAML mapping"])

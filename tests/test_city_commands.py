@@ -1,0 +1,243 @@
+"""Configuration down and queries from the city, over the hub's own long poll: a
+running hub (real Mosquitto, real receiver over HTTP) applies a signed bundle,
+keeps the old configuration when a push fails validation or fails at start, and
+answers state and event queries."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from hub.broker import ManagedBroker
+from hub.events import Lane
+from hub.service import HubService
+from sync.city_config import ApplyResult
+from sync.city_store import SQLiteBatchStore
+from sync.keys import add_key, load_keys
+from sync.receiver import BackgroundReceiver, create_app
+from tests.hubkit import DeviceClient, eventually, hub_config
+
+HUB = "hall-test"
+ADMIN = "admin-token-for-command-tests"
+DEVICES = [{"id": "pad-1", "model": "rating-pad-rp5", "zone": "f1-windows", "window": "W1"}]
+
+
+def rule_pack(rule_id: str, severity: str = "normal") -> str:
+    return (
+        "rules:\n"
+        f"  - id: {rule_id}\n"
+        "    when: {kind: rating_pad, type: rating, fields: {level: 不满意}}\n"
+        "    raise:\n"
+        "      condition: unhappy_citizen\n"
+        f"      severity: {severity}\n"
+        "      team: window_lead\n"
+    )
+
+
+GOOD_FILES = {
+    "rules/city-baseline.yaml": rule_pack("city-unhappy"),
+    "schedules.yaml": "weekdays: {open: '09:00', close: '17:00'}\n",
+    "windows.yaml": "W1: [passports]\n",
+    "calendar.yaml": "2026-12-25: closed\n",
+}
+
+
+@dataclass
+class City:
+    url: str
+    admin: httpx.AsyncClient
+    tmp_path: Path
+
+    async def push(self, type_: str, payload: dict[str, Any]) -> str:
+        response = await self.admin.post(
+            f"/admin/hubs/{HUB}/commands", json={"type": type_, "payload": payload}
+        )
+        assert response.status_code == 202, response.text
+        return str(response.json()["command_id"])
+
+    async def answer(self, command_id: str) -> dict[str, Any]:
+        async def answered() -> dict[str, Any] | None:
+            command = (await self.admin.get(f"/admin/commands/{command_id}")).json()
+            return command["reply"] if command["state"] == "answered" else None
+
+        deadline = time.monotonic() + 10
+        while (reply := await answered()) is None:
+            assert time.monotonic() < deadline, f"command {command_id} not answered"
+            await asyncio.sleep(0.05)
+        return reply
+
+
+@pytest.fixture
+def receiver(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    keys_path = tmp_path / "city-keys.json"
+    key = add_key(keys_path, HUB)
+    secret_file = tmp_path / "secret.hex"
+    secret_file.write_text(key.secret.hex(), encoding="ascii")
+    store = SQLiteBatchStore(tmp_path / "city.db")
+    app = create_app(store, {key.key_id: key}, admin_token=ADMIN)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    background = BackgroundReceiver(app, sock)
+    background.start()
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}", secret_file
+    background.stop()
+    store.close()
+
+
+def city_section(url: str, secret_file: Path, key_id: str) -> dict[str, Any]:
+    return {"url": url, "key_id": key_id, "secret_file": str(secret_file)}
+
+
+@pytest.fixture
+async def hub(
+    receiver: tuple[str, Path], broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> AsyncIterator[HubService]:
+    url, secret_file = receiver
+    service = HubService(make_config(tmp_path, broker, unique_topic_root, url, secret_file))
+    await service.start()
+    assert service.ingest.wait_connected(10)
+    await asyncio.sleep(0.2)  # let the subscription settle at the broker
+    yield service
+    await service.stop()
+
+
+def make_config(
+    tmp_path: Path, broker: ManagedBroker, root: str, url: str, secret_file: Path
+) -> Any:
+    key_id = next(iter(load_keys(tmp_path / "city-keys.json")))
+    return hub_config(
+        tmp_path / "hub",
+        broker.port,
+        root.replace("/", "-"),
+        DEVICES,
+        city=city_section(url, secret_file, key_id),
+    )
+
+
+@pytest.fixture
+async def city(receiver: tuple[str, Path], tmp_path: Path) -> AsyncIterator[City]:
+    url, _ = receiver
+    async with httpx.AsyncClient(
+        base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, trust_env=False
+    ) as admin:
+        yield City(url, admin, tmp_path)
+
+
+def rule_ids(hub: HubService) -> set[str]:
+    return {rule.id for rule in hub.rules.rules}
+
+
+async def test_configuration_push_is_applied_and_its_version_reported(
+    hub: HubService, city: City
+) -> None:
+    """A signed bundle with rules, schedules, windows and calendar is validated,
+    written as a new version, made active, its rules take effect at once, and the hub
+    reports the active version back."""
+    command = await city.push("configure", {"version": "2026.1", "files": GOOD_FILES})
+    reply = await city.answer(command)
+
+    assert reply == {"status": "active", "active_version": "2026.1", "problems": []}
+    assert "city-unhappy" in rule_ids(hub)
+    active = hub.city_config.active_dir()
+    assert (
+        active is not None and (active / "calendar.yaml").read_text() == GOOD_FILES["calendar.yaml"]
+    )
+    assert os.readlink(hub.city_config.root / "current") == "versions/2026.1"
+
+
+async def test_push_failing_validation_leaves_the_old_configuration(
+    hub: HubService, city: City
+) -> None:
+    """A bundle whose rule file breaks the rule schema is refused with the file and
+    field named; the previous version stays active and its rules keep running."""
+    await city.answer(await city.push("configure", {"version": "v1", "files": GOOD_FILES}))
+    bad = {**GOOD_FILES, "rules/city-baseline.yaml": rule_pack("city-unhappy", "apocalyptic")}
+
+    reply = await city.answer(await city.push("configure", {"version": "v2", "files": bad}))
+
+    assert reply["status"] == "rejected" and reply["active_version"] == "v1"
+    assert any("rules/city-baseline.yaml" in p and "severity" in p for p in reply["problems"])
+    assert hub.city_config.active_version() == "v1"
+    assert "city-unhappy" in rule_ids(hub)
+    assert not (hub.city_config.root / "versions" / "v2").exists()
+
+
+async def test_push_failing_at_start_rolls_back(hub: HubService, city: City) -> None:
+    """A bundle valid on its own but on which the hub cannot start (its rule id clashes
+    with a shipped rule) is switched to, fails to start, and is rolled back: the old
+    version is active again and reported, and the old rules still run."""
+    await city.answer(await city.push("configure", {"version": "v1", "files": GOOD_FILES}))
+    clash = {"rules/city-baseline.yaml": rule_pack("toilet-call")}
+
+    reply = await city.answer(await city.push("configure", {"version": "v2", "files": clash}))
+
+    assert reply["status"] == "rolled_back" and reply["active_version"] == "v1"
+    assert "used twice" in reply["problems"][0]
+    assert hub.city_config.active_version() == "v1"
+    assert "city-unhappy" in rule_ids(hub)
+
+
+async def test_tampered_bundle_is_refused(hub: HubService, city: City) -> None:
+    """A bundle whose files do not match its signature is refused; nothing changes."""
+    signed = {"version": "v9", "files": GOOD_FILES, "key_id": "x", "signature": "00" * 32}
+    result = hub.city_config.apply(signed, {}, lambda folder: None)
+
+    assert result == ApplyResult("rejected", None, ["not signed with a key of this hub"])
+    assert hub.city_config.active_version() is None
+
+
+async def test_hub_that_cannot_boot_on_its_city_configuration_rolls_back(
+    receiver: tuple[str, Path], broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """If the hub is restarted on a city configuration it cannot start on (switched to
+    just before a crash), it goes back to the previous version and starts."""
+    url, secret_file = receiver
+    config = make_config(tmp_path, broker, unique_topic_root, url, secret_file)
+    first = HubService(config)
+    store = first.city_config
+    (store.root / "versions" / "v1" / "rules").mkdir(parents=True)
+    (store.root / "versions" / "v1" / "rules" / "a.yaml").write_text(rule_pack("city-unhappy"))
+    (store.root / "versions" / "v2" / "rules").mkdir(parents=True)
+    (store.root / "versions" / "v2" / "rules" / "a.yaml").write_text(rule_pack("toilet-call"))
+    store._point("previous", "v1")
+    store._point("current", "v2")
+
+    second = HubService(config)
+
+    assert second.city_config.active_version() == "v1"
+    assert "city-unhappy" in rule_ids(second)
+
+
+async def test_city_queries_hub_state_and_events(
+    hub: HubService, city: City, broker: ManagedBroker
+) -> None:
+    """The city asks for the hub's state (devices, open alerts, sync) and for the
+    rating lane's events after a seq, and gets both back over the long poll."""
+    device = DeviceClient(broker.port, "pad-1-test")
+    try:
+        root = hub.config.mqtt.topic_root
+        for level in ("满意", "基本满意", "满意"):
+            device.publish(f"{root}/pad-1/rating", {"level": level, "window": "W1"})
+        await eventually(lambda: hub.journal.last_seqs()[Lane.RATING] >= 3)
+    finally:
+        device.close()
+
+    state = await city.answer(await city.push("query_state", {}))
+    events = await city.answer(
+        await city.push("query_events", {"lane": "rating", "after_seq": 1, "limit": 10})
+    )
+
+    assert state["status"] == "ok" and state["hub_id"] == HUB
+    assert [d["device_id"] for d in state["devices"]] == ["pad-1"]
+    assert "rating" in state["sync"] and state["open_alerts"] == []
+    assert [e["seq"] for e in events["events"]] == [2, 3]
+    assert events["events"][0]["data"]["level"] == "基本满意"
