@@ -4,7 +4,9 @@
 # Safe to run again: it installs only what is missing, and reinstalls the Python
 # packages only when pyproject.toml changed since the last run. It starts, stops
 # and disables no system service. Debian's mosquitto package may start its own
-# system broker; hallhub does not use it and runs its own on a port it picks.
+# system broker, and its postgresql package its own cluster on 5432; hallhub uses
+# neither: it runs its own broker, and the tests their own PostgreSQL cluster, on
+# ports they pick.
 #
 # Usage: scripts/install.sh [--with-browser]
 #   --with-browser   also install chromium (for browser tests of the console)
@@ -15,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 STAMP="$VENV/.hallhub-install-stamp"
-PACKAGES=(mosquitto socat python3-venv)
+PACKAGES=(mosquitto socat python3-venv postgresql)
 
 say() {
     echo "install.sh: $*"

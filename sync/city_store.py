@@ -13,8 +13,8 @@ refused, quarantined or dead-lettered on the hub, or telemetry compacted away).
 A tombstone is applied like an event at its seq, stored in ``tombstones``, so the
 lane stays contiguous without the event.
 
-The whole batch is one transaction. `BatchStore` is the interface a PostgreSQL
-store would implement; `SQLiteBatchStore` is the reference one.
+The whole batch is one transaction. `BatchStore` is the interface;
+`SQLiteBatchStore` here and `sync.pg_store.PostgresBatchStore` implement it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -144,6 +144,10 @@ class BatchStore(Protocol):
         """Per-lane high-water marks and counts for one hub."""
         ...
 
+    def last_contact(self) -> dict[str, float]:
+        """When each hub's lanes last moved (seeds the silence watch at start)."""
+        ...
+
     def close(self) -> None:
         """Release the store."""
         ...
@@ -210,6 +214,14 @@ class SQLiteBatchStore:
             "tombstones_stored": dict(tombstones),
         }
 
+    def last_contact(self) -> dict[str, float]:
+        """When each hub's lanes last moved (seeds the silence watch at start)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT hub_id, MAX(updated_at) FROM lane_marks GROUP BY hub_id"
+            ).fetchall()
+        return {hub_id: float(at) for hub_id, at in rows}
+
     def _apply_lane(
         self,
         conn: sqlite3.Connection,
@@ -225,25 +237,13 @@ class SQLiteBatchStore:
         ).fetchone()
         hwm = max(stored[0] if stored else 0, upload.base)
 
-        inserted = tombstoned = repeats = duplicates = 0
-        gap_at: int | None = None
-        entries: list[WireEvent | WireTombstone] = [*upload.events, *upload.tombstones]
-        for entry in sorted(entries, key=lambda e: e.seq):
-            if entry.seq <= hwm:
-                repeats += 1
-                continue
-            if entry.seq > hwm + 1:
-                gap_at = entry.seq
-                break
-            if isinstance(entry, WireTombstone):
-                _insert_tombstone(conn, hub_id, epoch, lane, entry, stored_at)
-                tombstoned += 1
-            elif _insert(conn, hub_id, entry, stored_at):
-                inserted += 1
-            else:
-                duplicates += 1
-            hwm += 1
-
+        outcome = walk_lane(
+            upload,
+            hwm,
+            lambda event: _insert(conn, hub_id, event, stored_at),
+            lambda tombstone: _insert_tombstone(conn, hub_id, epoch, lane, tombstone, stored_at),
+        )
+        hwm, repeats, duplicates = outcome.hwm, outcome.repeats, outcome.duplicates
         conn.execute(
             "INSERT INTO lane_marks (hub_id, epoch, lane, hwm, repeats, duplicates, updated_at)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -252,7 +252,39 @@ class SQLiteBatchStore:
             " duplicates = duplicates + excluded.duplicates, updated_at = excluded.updated_at",
             (hub_id, epoch, lane.value, hwm, repeats, duplicates, stored_at),
         )
-        return LaneOutcome(hwm, inserted, tombstoned, repeats, duplicates, gap_at)
+        return outcome
+
+
+def walk_lane(
+    upload: LaneUpload,
+    hwm: int,
+    store_event: Callable[[WireEvent], bool],
+    store_tombstone: Callable[[WireTombstone], None],
+) -> LaneOutcome:
+    """Apply a lane's events and tombstones above `hwm` in seq order, up to a gap.
+
+    `store_event` returns False when the event id was already stored. Shared by
+    every `BatchStore`, so each applies the same rule.
+    """
+    inserted = tombstoned = repeats = duplicates = 0
+    gap_at: int | None = None
+    entries: list[WireEvent | WireTombstone] = [*upload.events, *upload.tombstones]
+    for entry in sorted(entries, key=lambda e: e.seq):
+        if entry.seq <= hwm:
+            repeats += 1
+            continue
+        if entry.seq > hwm + 1:
+            gap_at = entry.seq
+            break
+        if isinstance(entry, WireTombstone):
+            store_tombstone(entry)
+            tombstoned += 1
+        elif store_event(entry):
+            inserted += 1
+        else:
+            duplicates += 1
+        hwm += 1
+    return LaneOutcome(hwm, inserted, tombstoned, repeats, duplicates, gap_at)
 
 
 def _insert(conn: sqlite3.Connection, hub_id: str, event: WireEvent, stored_at: float) -> bool:

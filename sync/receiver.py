@@ -20,7 +20,8 @@ before storing), ``delay_seconds`` (wait before handling a batch), ``drop_ack``
 (probability of storing a batch, then replying 500 as if the ack were lost) and
 ``reject_event_ids`` (refuse with 422 any batch carrying one of these event ids).
 
-Run it as ``python -m sync.receiver --db city.db --keys keys.json --port 8765``.
+Run it as ``python -m sync.receiver --db city.db --keys keys.json --port 8765``, or
+with ``--dsn`` for PostgreSQL. ``GET /admin/hubs`` lists hubs and which are silent.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ from sync.command_queue import MAX_WAIT_SECONDS, CommandQueue
 from sync.errors import AuthError, BatchError, NonceCacheFull
 from sync.keys import HubKey, KeysFile, newest_first
 from sync.signing import RequestVerifier
+from sync.silence import DEFAULT_SILENT_AFTER, SilenceWatch
 from sync.tls import ServerTls
 
 logger = logging.getLogger(__name__)
@@ -137,6 +139,7 @@ class ReceiverState:
     keys_file: KeysFile | None = None
     commands: CommandQueue = field(default_factory=CommandQueue)
     closing: Callable[[], bool] = lambda: False
+    silence: SilenceWatch | None = None
 
 
 def create_app(
@@ -147,6 +150,7 @@ def create_app(
     faults: Faults | None = None,
     admin_token: str | None = None,
     rng: random.Random | None = None,
+    silent_after: float = DEFAULT_SILENT_AFTER,
 ) -> Starlette:
     """The receiver as an ASGI app; `app.state.receiver` holds its `ReceiverState`.
 
@@ -167,6 +171,7 @@ def create_app(
             Route("/admin/faults", _faults, methods=["GET", "POST"]),
             Route("/admin/hubs/{hub_id}/commands", _queue_command, methods=["POST"]),
             Route("/admin/commands/{command_id}", _get_command, methods=["GET"]),
+            Route("/admin/hubs", _list_hubs, methods=["GET"]),
         ]
 
     app = Starlette(routes=routes, exception_handlers={HttpProblem: _problem_reply})
@@ -178,6 +183,13 @@ def create_app(
         admin_token=admin_token,
         rng=rng or random.Random(),
         keys_file=keys_file,
+    )
+    state: ReceiverState = app.state.receiver
+    state.silence = SilenceWatch(
+        lambda: {key.hub_id for key in state.verifier.keys().values()},
+        state.clock,
+        silent_after,
+        store.last_contact(),
     )
     return app
 
@@ -301,6 +313,14 @@ async def _faults(request: Request) -> Response:
     return JSONResponse(asdict(state.faults))
 
 
+async def _list_hubs(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    _check_admin(request, state)
+
+    hubs = state.silence.check() if state.silence is not None else []
+    return JSONResponse({"hubs": hubs, "server_time": state.clock.wall()})
+
+
 async def _problem_reply(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HttpProblem)
     state: ReceiverState = request.app.state.receiver
@@ -342,6 +362,8 @@ def _authenticate(request: Request, state: ReceiverState, hub_id: str, body: byt
     if key.hub_id != hub_id:
         logger.warning("key %s of hub %s used for hub %s", key.key_id, key.hub_id, hub_id)
         raise HttpProblem(403, "wrong_hub", f"key {key.key_id!r} is not for hub {hub_id!r}")
+    if state.silence is not None:
+        state.silence.contact(hub_id)
 
 
 async def _inject_delay_or_failure(state: ReceiverState) -> None:
@@ -483,21 +505,34 @@ def _updated_faults(current: Faults, body: bytes) -> Faults:
 # -- process ---------------------------------------------------------------------
 
 
+def open_store(db_path: Path | None, dsn: str | None) -> BatchStore:
+    """The SQLite store at `db_path`, or the PostgreSQL one at `dsn`."""
+    if dsn is not None:
+        from sync.pg_store import PostgresBatchStore
+
+        return PostgresBatchStore(dsn)
+    if db_path is None:
+        raise ValueError("give --db FILE or --dsn DSN")
+    return SQLiteBatchStore(db_path)
+
+
 def run_receiver(
-    db_path: Path,
+    db_path: Path | None,
     host: str,
     port: int,
     keys_path: Path,
     *,
+    dsn: str | None = None,
     faults: Faults | None = None,
     admin_token: str | None = None,
     tls: ServerTls | None = None,
+    silent_after: float = DEFAULT_SILENT_AFTER,
 ) -> None:
     """Serve the receiver with uvicorn until SIGTERM or SIGINT."""
     keys = KeysFile(keys_path)
     count = len(keys.keys())
-    store = SQLiteBatchStore(db_path)
-    app = create_app(store, keys, faults=faults, admin_token=admin_token)
+    store = open_store(db_path, dsn)
+    app = create_app(store, keys, faults=faults, admin_token=admin_token, silent_after=silent_after)
     config = uvicorn.Config(
         app,
         host=host,
@@ -513,12 +548,23 @@ def run_receiver(
     app.state.receiver.closing = lambda: server.should_exit
     scheme = "https" if tls is not None else "http"
     logger.info(
-        "city receiver on %s://%s:%d, %d keys, store %s", scheme, host, port, count, db_path
+        "city receiver on %s://%s:%d, %d keys, store %s",
+        scheme,
+        host,
+        port,
+        count,
+        "PostgreSQL" if dsn is not None else db_path,
     )
+    watching = threading.Event()
+    watch = threading.Thread(
+        target=_watch_silence, args=(app.state.receiver, watching), name="silence", daemon=True
+    )
+    watch.start()
     try:
         with _signals_end_quietly():
             server.run()
     finally:
+        watching.set()
         store.close()
     logger.info("city receiver stopped")
 
@@ -563,6 +609,13 @@ class BackgroundReceiver:
         self._sock.close()
 
 
+def _watch_silence(state: ReceiverState, stop: threading.Event) -> None:
+    """Check for silent hubs every 30 s, so the WARNING is logged without a request."""
+    while not stop.wait(30.0):
+        if state.silence is not None:
+            state.silence.check()
+
+
 @contextlib.contextmanager
 def _signals_end_quietly() -> Iterator[None]:
     """Let uvicorn's re-raised SIGTERM/SIGINT end `run_receiver` normally."""
@@ -597,11 +650,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.host,
             args.port,
             args.keys,
+            dsn=args.dsn,
+            silent_after=args.silent_minutes * 60.0,
             faults=faults,
             admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
             tls=_server_tls(args),
         )
-    except (ConfigError, ValueError, OSError) as exc:
+    except (ConfigError, ValueError, OSError, ConnectionError) as exc:
         print(f"city-receiver: {exc}", file=sys.stderr)
         return 2
     return 0
@@ -623,7 +678,15 @@ def _parser() -> argparse.ArgumentParser:
         description="Reference city receiver for hallhub batches. The admin route "
         f"/admin/faults is enabled when {ADMIN_TOKEN_ENV} is set.",
     )
-    parser.add_argument("--db", type=Path, required=True, help="SQLite file for events")
+    store = parser.add_mutually_exclusive_group(required=True)
+    store.add_argument("--db", type=Path, help="SQLite file for events")
+    store.add_argument("--dsn", help="PostgreSQL connection string (libpq) instead of --db")
+    parser.add_argument(
+        "--silent-minutes",
+        type=float,
+        default=DEFAULT_SILENT_AFTER / 60,
+        help="flag a hub silent after this many minutes without contact",
+    )
     parser.add_argument("--host", default=DEFAULT_HOST, help="address to listen on")
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help="port to listen on")
     parser.add_argument("--keys", type=Path, required=True, help="hub keys file (YAML/JSON)")

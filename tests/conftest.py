@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub.broker import ManagedBroker
+from tests.postgres import ManagedPostgres
 
 LOOPBACK = "127.0.0.1"
 
@@ -60,3 +61,21 @@ def fresh_broker(tmp_path: Path) -> Iterator[ManagedBroker]:
 def unique_topic_root() -> str:
     """A topic prefix no other test uses, so tests sharing a broker stay apart."""
     return f"test/{secrets.token_hex(6)}"
+
+
+# -- PostgreSQL --------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[ManagedPostgres]:
+    """One PostgreSQL cluster of the test run's own, on a free loopback port."""
+    managed = ManagedPostgres(free_port())
+    managed.start()
+    yield managed
+    managed.stop()
+
+
+@pytest.fixture
+def postgres_dsn(postgres: ManagedPostgres) -> str:
+    """A fresh database in the test run's PostgreSQL."""
+    return postgres.create_database(f"t{secrets.token_hex(6)}")

@@ -1,0 +1,208 @@
+"""The city receiver's PostgreSQL store: the path for a city collecting from many hubs.
+
+Same rule as `sync.city_store` (it shares `walk_lane`), with PostgreSQL doing the
+guarding: a unique key on (hub_id, event_id) keeps each event once however many
+receivers write, and the lane's mark row is locked (``SELECT … FOR UPDATE``) for
+the batch's transaction, so two batches of one hub apply one after the other.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+
+from hub.events import LANE_ORDER, Lane
+from sync.city_store import LaneOutcome, LaneUpload, WireEvent, WireTombstone, walk_lane
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS events (
+        id                  BIGSERIAL PRIMARY KEY,
+        hub_id              TEXT             NOT NULL,
+        event_id            TEXT             NOT NULL,
+        epoch               INTEGER          NOT NULL,
+        lane                TEXT             NOT NULL,
+        seq                 BIGINT           NOT NULL,
+        device_id           TEXT             NOT NULL,
+        kind                TEXT             NOT NULL,
+        type                TEXT             NOT NULL,
+        data                JSONB            NOT NULL,
+        received_at         DOUBLE PRECISION NOT NULL,
+        clock_synchronised  BOOLEAN          NOT NULL,
+        device_time         DOUBLE PRECISION,
+        retained            BOOLEAN          NOT NULL,
+        stored_at           DOUBLE PRECISION NOT NULL,
+        CONSTRAINT events_once UNIQUE (hub_id, event_id)
+    )""",
+    "CREATE INDEX IF NOT EXISTS events_by_lane ON events (hub_id, lane, epoch, seq)",
+    """CREATE TABLE IF NOT EXISTS tombstones (
+        hub_id       TEXT             NOT NULL,
+        epoch        INTEGER          NOT NULL,
+        lane         TEXT             NOT NULL,
+        seq          BIGINT           NOT NULL,
+        event_id     TEXT             NOT NULL,
+        disposition  TEXT             NOT NULL,
+        reason       TEXT             NOT NULL,
+        stored_at    DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (hub_id, epoch, lane, seq)
+    )""",
+    """CREATE TABLE IF NOT EXISTS lane_marks (
+        hub_id      TEXT             NOT NULL,
+        epoch       INTEGER          NOT NULL,
+        lane        TEXT             NOT NULL,
+        hwm         BIGINT           NOT NULL,
+        repeats     BIGINT           NOT NULL DEFAULT 0,
+        duplicates  BIGINT           NOT NULL DEFAULT 0,
+        updated_at  DOUBLE PRECISION NOT NULL,
+        PRIMARY KEY (hub_id, epoch, lane)
+    )""",
+)
+
+
+class PostgresBatchStore:
+    """`BatchStore` in PostgreSQL, one connection behind a lock."""
+
+    def __init__(self, dsn: str) -> None:
+        self._lock = threading.Lock()
+        try:
+            self._conn = psycopg.connect(dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise ConnectionError(f"cannot connect to PostgreSQL: {exc}") from exc
+        with self._conn.transaction():
+            # One schema creator at a time, when several receivers start together.
+            self._conn.execute("SELECT pg_advisory_xact_lock(7263)")
+            for statement in SCHEMA:
+                self._conn.execute(statement)
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            self._conn.close()
+
+    def apply_batch(
+        self, hub_id: str, epoch: int, lanes: Mapping[Lane, LaneUpload], stored_at: float
+    ) -> dict[Lane, LaneOutcome]:
+        """Apply a batch in one transaction; return each lane's outcome."""
+        with self._lock, self._conn.transaction():
+            outcomes = {
+                lane: self._apply_lane(hub_id, epoch, lane, lanes[lane], stored_at)
+                for lane in LANE_ORDER
+                if lane in lanes
+            }
+        return outcomes
+
+    def hub_status(self, hub_id: str) -> dict[str, Any]:
+        """Per-lane high-water marks and counts for one hub."""
+        with self._lock, self._conn.transaction():
+            marks = self._conn.execute(
+                "SELECT epoch, lane, hwm, repeats, duplicates, updated_at FROM lane_marks"
+                " WHERE hub_id = %s ORDER BY epoch, lane",
+                (hub_id,),
+            ).fetchall()
+            counts = self._conn.execute(
+                "SELECT lane, COUNT(*) FROM events WHERE hub_id = %s GROUP BY lane", (hub_id,)
+            ).fetchall()
+            tombstones = self._conn.execute(
+                "SELECT lane, COUNT(*) FROM tombstones WHERE hub_id = %s GROUP BY lane", (hub_id,)
+            ).fetchall()
+        names = ("epoch", "lane", "hwm", "repeats", "duplicates", "updated_at")
+        return {
+            "hub_id": hub_id,
+            "marks": [dict(zip(names, row, strict=True)) for row in marks],
+            "events_stored": {lane: count for lane, count in counts},
+            "tombstones_stored": {lane: count for lane, count in tombstones},
+        }
+
+    def last_contact(self) -> dict[str, float]:
+        """When each hub's lanes last moved, for the silence watch after a restart."""
+        with self._lock, self._conn.transaction():
+            rows = self._conn.execute(
+                "SELECT hub_id, MAX(updated_at) FROM lane_marks GROUP BY hub_id"
+            ).fetchall()
+        return {hub_id: float(at) for hub_id, at in rows}
+
+    def _apply_lane(
+        self, hub_id: str, epoch: int, lane: Lane, upload: LaneUpload, stored_at: float
+    ) -> LaneOutcome:
+        conn = self._conn
+        conn.execute(
+            "INSERT INTO lane_marks (hub_id, epoch, lane, hwm, updated_at)"
+            " VALUES (%s, %s, %s, 0, %s) ON CONFLICT DO NOTHING",
+            (hub_id, epoch, lane.value, stored_at),
+        )
+        row = conn.execute(
+            "SELECT hwm FROM lane_marks WHERE hub_id = %s AND epoch = %s AND lane = %s FOR UPDATE",
+            (hub_id, epoch, lane.value),
+        ).fetchone()
+        hwm = max(int(row[0]) if row else 0, upload.base)
+
+        outcome = walk_lane(
+            upload,
+            hwm,
+            lambda event: self._insert(hub_id, event, stored_at),
+            lambda tombstone: self._insert_tombstone(hub_id, epoch, lane, tombstone, stored_at),
+        )
+        conn.execute(
+            "UPDATE lane_marks SET hwm = %s, repeats = repeats + %s,"
+            " duplicates = duplicates + %s, updated_at = %s"
+            " WHERE hub_id = %s AND epoch = %s AND lane = %s",
+            (
+                outcome.hwm,
+                outcome.repeats,
+                outcome.duplicates,
+                stored_at,
+                hub_id,
+                epoch,
+                lane.value,
+            ),
+        )
+        return outcome
+
+    def _insert(self, hub_id: str, event: WireEvent, stored_at: float) -> bool:
+        cursor = self._conn.execute(
+            "INSERT INTO events (hub_id, event_id, epoch, lane, seq, device_id, kind, type,"
+            " data, received_at, clock_synchronised, device_time, retained, stored_at)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT ON CONSTRAINT events_once DO NOTHING",
+            (
+                hub_id,
+                event.event_id,
+                event.epoch,
+                event.lane.value,
+                event.seq,
+                event.device_id,
+                event.kind,
+                event.type,
+                json.dumps(event.data, ensure_ascii=False),
+                event.received_at,
+                event.clock_synchronised,
+                event.device_time,
+                event.retained,
+                stored_at,
+            ),
+        )
+        return cursor.rowcount == 1
+
+    def _insert_tombstone(
+        self, hub_id: str, epoch: int, lane: Lane, tombstone: WireTombstone, stored_at: float
+    ) -> None:
+        self._conn.execute(
+            "INSERT INTO tombstones (hub_id, epoch, lane, seq, event_id, disposition, reason,"
+            " stored_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            (
+                hub_id,
+                epoch,
+                lane.value,
+                tombstone.seq,
+                tombstone.event_id,
+                tombstone.disposition,
+                tombstone.reason,
+                stored_at,
+            ),
+        )
