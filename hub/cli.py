@@ -69,6 +69,16 @@ def _parser() -> argparse.ArgumentParser:
     enroll.add_argument("--client-cert", type=Path, help="client certificate for mutual TLS")
     enroll.add_argument("--client-key", type=Path, help="private key of --client-cert")
 
+    sync = commands.add_parser("sync", help="city sync of a running hub")
+    sync_commands = sync.add_subparsers(dest="sync_command", required=True, metavar="SUBCOMMAND")
+    status = sync_commands.add_parser(
+        "status", help="backlog, lag, last ack per lane; quarantined and dead-lettered events"
+    )
+    status.add_argument("--config", type=Path, metavar="FILE", help="the hub's configuration")
+    status.add_argument("--url", help="console URL (default: from --config)")
+    status.add_argument("--token-file", type=Path, help="API token (default: from --config)")
+    status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
     receiver = commands.add_parser("city-receiver", help="run the reference city receiver")
     receiver.add_argument(
         "args", nargs=argparse.REMAINDER, help="--db FILE --port N --keys FILE [--host ADDR]"
@@ -107,6 +117,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_simulate(args))
     if args.command == "enroll":
         return _enroll(args)
+    if args.command == "sync":
+        return _sync_status(args)
     if args.command == "city-receiver":
         from sync.receiver import main as receiver_main
 
@@ -148,6 +160,24 @@ def _enroll(args: argparse.Namespace) -> int:
         client_key=args.client_key,
     )
     print(f"enrolled hub {config.hub.id} with {args.city_url}; wrote {path}")
+    return 0
+
+
+def _sync_status(args: argparse.Namespace) -> int:
+    from sync.status_cli import fetch_status, read_token, render
+
+    url, token_file = args.url, args.token_file
+    if args.config is not None:
+        from hub.config import load_config
+
+        config = load_config(args.config)
+        console = config.console
+        url = url or f"http://{console.host}:{console.port}"
+        token_file = token_file or console.token_file or config.hub.state_dir / "api-token"
+    if url is None or token_file is None:
+        sys.stderr.write("hallhub: give --config, or --url with --token-file\n")
+        return 2
+    print(render(fetch_status(url, read_token(token_file)), args.json))
     return 0
 
 

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.events import Lane
 from hub.yamlfile import load_model
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -76,6 +77,12 @@ class CitySection(_Section):
     client_cert: Path | None = None
     client_key: Path | None = None
     batch_size: int = Field(default=500, ge=1, le=10_000)
+    backlog_cap_mib: dict[Lane, int] = Field(
+        default={Lane.TELEMETRY: 256, Lane.HEALTH: 64},
+        description="Backlog cap per lane in MiB: telemetry and health are compacted "
+        "above it, the other lanes only raise an alert.",
+    )
+    alert_free_mib: int = Field(default=512, ge=0)
 
     @model_validator(mode="after")
     def _one_way_to_sign(self) -> CitySection:

@@ -23,6 +23,7 @@ from starlette.routing import Route
 from hub import metrics
 from hub.alerts import AlertNotFoundError, list_alerts
 from hub.tokens import token_matches
+from sync.outbox import pending_lags
 from sync.poison import set_aside_summary
 
 if TYPE_CHECKING:
@@ -82,11 +83,13 @@ def create_app(service: HubService) -> Starlette:
         lanes = service.uplink.status() if service.uplink is not None else {}
         with service.journal.reading() as conn:
             set_aside = set_aside_summary(conn)
+            lags = pending_lags(conn, service.clock.wall())
         link = service.uplink.link_status() if service.uplink is not None else None
         return JSONResponse(
             {
                 "configured": service.uplink is not None,
                 "lanes": lanes,
+                "lag_seconds": lags,
                 "link": link,
                 "set_aside": set_aside,
             }

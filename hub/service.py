@@ -31,6 +31,7 @@ from hub.events import Event, Lane, Observation, hub_event_id
 from hub.journal import Journal
 from hub.tokens import load_or_create_token
 from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
+from sync.backlog import BacklogGuard, BacklogPolicy
 from sync.city_config import CityConfigStore
 from sync.commands import CommandChannel, Handler, events_after
 from sync.enrolment import client_context, load_enrolment, open_uplink
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL = 1.0
 SYNC_ALERT_TEAM = "hall_it"
+MIB = 1024 * 1024
 
 
 @dataclass
@@ -178,6 +180,12 @@ class HubService:
         self.journal.add_commit_listener(lambda _events: uplink.notify())
         self._tasks.start("sync-uplink", uplink.run())
         self._start_command_channel(city)
+        policy = BacklogPolicy(
+            {lane: mib * MIB for lane, mib in city.backlog_cap_mib.items()},
+            city.alert_free_mib * MIB,
+        )
+        guard = BacklogGuard(self.journal, policy, self.clock, self._alert_backlog)
+        self._tasks.start("sync-backlog-guard", guard.run())
         if city.client_cert is not None:
             watch = CertificateWatch(city.client_cert, self.clock, self._alert_certificate)
             self._tasks.start("sync-certificate-watch", watch.run())
@@ -381,6 +389,11 @@ class HubService:
             SYNC_ALERT_TEAM,
             f"city refused {event.lane.value} event {event.event_id}; quarantined on the hub",
             event.event_id,
+        )
+
+    async def _alert_backlog(self, condition: str, message: str) -> None:
+        await self.alerts.raise_condition(
+            HUB_SOURCE, condition, "warning", SYNC_ALERT_TEAM, message, None
         )
 
     async def _alert_certificate(self, path: Path, days: float) -> None:

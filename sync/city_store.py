@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.events import LANE_ORDER, Lane
 
@@ -58,7 +58,8 @@ CREATE TABLE IF NOT EXISTS tombstones (
     epoch        INTEGER NOT NULL,
     lane         TEXT    NOT NULL,
     seq          INTEGER NOT NULL,
-    event_id     TEXT    NOT NULL,
+    through_seq  INTEGER NOT NULL,
+    event_id     TEXT,
     disposition  TEXT    NOT NULL,
     reason       TEXT    NOT NULL,
     stored_at    REAL    NOT NULL,
@@ -99,14 +100,26 @@ class WireEvent(BaseModel):
 
 
 class WireTombstone(BaseModel):
-    """A seq the hub will not send as an event, and why."""
+    """A seq (or a run of seqs up to `through_seq`) the hub will not send, and why."""
 
     model_config = ConfigDict(strict=True, extra="forbid", frozen=True)
 
     seq: int = Field(ge=1)
-    event_id: str = Field(min_length=1, max_length=128)
+    through_seq: int | None = None
+    event_id: str | None = Field(default=None, min_length=1, max_length=128)
     disposition: Literal["quarantined", "dead_lettered", "compacted"]
     reason: str = Field(max_length=500)
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq this tombstone stands for."""
+        return self.seq if self.through_seq is None else self.through_seq
+
+    @model_validator(mode="after")
+    def _run_goes_forward(self) -> WireTombstone:
+        if self.through_seq is not None and self.through_seq < self.seq:
+            raise ValueError("through_seq must not be below seq")
+        return self
 
 
 class LaneUpload(BaseModel):
@@ -278,8 +291,10 @@ def walk_lane(
             break
         if isinstance(entry, WireTombstone):
             store_tombstone(entry)
-            tombstoned += 1
-        elif store_event(entry):
+            tombstoned += entry.last_seq - entry.seq + 1
+            hwm = entry.last_seq
+            continue
+        if store_event(entry):
             inserted += 1
         else:
             duplicates += 1
@@ -323,14 +338,15 @@ def _insert_tombstone(
     stored_at: float,
 ) -> None:
     conn.execute(
-        "INSERT INTO tombstones (hub_id, epoch, lane, seq, event_id, disposition, reason,"
-        " stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        "INSERT INTO tombstones (hub_id, epoch, lane, seq, through_seq, event_id, disposition,"
+        " reason, stored_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (hub_id, epoch, lane, seq) DO NOTHING",
         (
             hub_id,
             epoch,
             lane.value,
             tombstone.seq,
+            tombstone.last_seq,
             tombstone.event_id,
             tombstone.disposition,
             tombstone.reason,

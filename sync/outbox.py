@@ -54,7 +54,7 @@ class LaneBatch:
     def last_seq(self) -> int:
         """The highest seq sent in this lane."""
         last_event = self.events[-1].seq if self.events else 0
-        last_tombstone = self.tombstones[-1].seq if self.tombstones else 0
+        last_tombstone = self.tombstones[-1].last_seq if self.tombstones else 0
         return max(last_event, last_tombstone, self.base)
 
 
@@ -177,8 +177,8 @@ def _lane_batch(
 
     covered = base + room if not events else events[-1].seq
     tombstones = [t for t in tombstones if t.seq <= covered]
-    buried = {t.seq for t in tombstones}
-    return LaneBatch(lane, base, [e for e in events if e.seq not in buried], tombstones)
+    kept = [e for e in events if not any(t.seq <= e.seq <= t.last_seq for t in tombstones)]
+    return LaneBatch(lane, base, kept, tombstones)
 
 
 def _select_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:
@@ -196,3 +196,15 @@ def _states_from(rows: Iterable[sqlite3.Row]) -> dict[Lane, LaneState]:
         lane = Lane(row["lane"])
         states[lane] = LaneState(lane, row["acked_seq"], row["last_ack_at"], row["last_error"])
     return states
+
+
+def pending_lags(conn: sqlite3.Connection, now: float) -> dict[str, float | None]:
+    """Per lane, how long the oldest unacknowledged event has waited (None: nothing)."""
+    rows = conn.execute(
+        "SELECT s.lane, (SELECT e.received_at FROM events e WHERE e.lane = s.lane"
+        " AND e.seq > s.acked_seq ORDER BY e.seq LIMIT 1) FROM sync_lanes s"
+    ).fetchall()
+    return {
+        lane: (None if oldest is None else round(max(0.0, now - oldest), 1))
+        for lane, oldest in rows
+    }

@@ -46,7 +46,8 @@ SCHEMA = (
         epoch        INTEGER          NOT NULL,
         lane         TEXT             NOT NULL,
         seq          BIGINT           NOT NULL,
-        event_id     TEXT             NOT NULL,
+        through_seq  BIGINT           NOT NULL,
+        event_id     TEXT,
         disposition  TEXT             NOT NULL,
         reason       TEXT             NOT NULL,
         stored_at    DOUBLE PRECISION NOT NULL,
@@ -193,13 +194,15 @@ class PostgresBatchStore:
         self, hub_id: str, epoch: int, lane: Lane, tombstone: WireTombstone, stored_at: float
     ) -> None:
         self._conn.execute(
-            "INSERT INTO tombstones (hub_id, epoch, lane, seq, event_id, disposition, reason,"
-            " stored_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING",
+            "INSERT INTO tombstones (hub_id, epoch, lane, seq, through_seq, event_id,"
+            " disposition, reason, stored_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT DO NOTHING",
             (
                 hub_id,
                 epoch,
                 lane.value,
                 tombstone.seq,
+                tombstone.last_seq,
                 tombstone.event_id,
                 tombstone.disposition,
                 tombstone.reason,

@@ -35,6 +35,16 @@ TABLES = (
         set_aside_at REAL   NOT NULL,
         PRIMARY KEY (lane, seq)
     )""",
+    """CREATE TABLE IF NOT EXISTS sync_compacted (
+        lane        TEXT    NOT NULL,
+        first_seq   INTEGER NOT NULL,
+        last_seq    INTEGER NOT NULL,
+        events      INTEGER NOT NULL,
+        bytes       INTEGER NOT NULL,
+        reason      TEXT    NOT NULL,
+        compacted_at REAL   NOT NULL,
+        PRIMARY KEY (lane, first_seq)
+    )""",
     """CREATE TABLE IF NOT EXISTS sync_dead_letters (
         lane        TEXT    NOT NULL,
         seq         INTEGER NOT NULL,
@@ -73,22 +83,32 @@ _TABLE_BY_DISPOSITION = {
 
 @dataclass(frozen=True, slots=True)
 class Tombstone:
-    """A seq the hub sends as a tombstone instead of its event."""
+    """A seq, or a run of seqs (compaction), the hub sends instead of its events."""
 
     lane: Lane
     seq: int
-    event_id: str
+    event_id: str | None
     disposition: Disposition
     reason: str
+    through_seq: int | None = None
+
+    @property
+    def last_seq(self) -> int:
+        """The last seq this tombstone stands for."""
+        return self.seq if self.through_seq is None else self.through_seq
 
     def to_wire(self) -> dict[str, object]:
         """The JSON form inside a lane of a batch."""
-        return {
+        wire: dict[str, object] = {
             "seq": self.seq,
-            "event_id": self.event_id,
             "disposition": self.disposition.value,
             "reason": self.reason,
         }
+        if self.event_id is not None:
+            wire["event_id"] = self.event_id
+        if self.through_seq is not None:
+            wire["through_seq"] = self.through_seq
+        return wire
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,26 +150,45 @@ def set_aside(conn: sqlite3.Connection, event: Event, reason: str, at: float) ->
 def pending_tombstones(
     conn: sqlite3.Connection, lane: Lane, after_seq: int, limit: int
 ) -> list[Tombstone]:
-    """Tombstones of `lane` above `after_seq`, in seq order."""
+    """Tombstones of `lane` reaching above `after_seq`, in seq order.
+
+    A compacted run that starts at or below `after_seq` (part of it was
+    acknowledged through real events sent before it was compacted) is cut to
+    start at ``after_seq + 1``, so the city sees no gap.
+    """
     if not _tables_exist(conn):
         return []
     rows = conn.execute(
-        "SELECT seq, event_id, reason, 'quarantined' FROM sync_quarantine"
+        "SELECT seq, seq, event_id, reason, 'quarantined' FROM sync_quarantine"
         " WHERE lane = ? AND seq > ?"
-        " UNION ALL SELECT seq, event_id, reason, 'dead_lettered' FROM sync_dead_letters"
-        " WHERE lane = ? AND seq > ? ORDER BY 1 LIMIT ?",
-        (lane.value, after_seq, lane.value, after_seq, limit),
+        " UNION ALL SELECT seq, seq, event_id, reason, 'dead_lettered' FROM sync_dead_letters"
+        " WHERE lane = ? AND seq > ?"
+        " UNION ALL SELECT first_seq, last_seq, NULL, reason, 'compacted' FROM sync_compacted"
+        " WHERE lane = ? AND last_seq > ? ORDER BY 1 LIMIT ?",
+        (lane.value, after_seq, lane.value, after_seq, lane.value, after_seq, limit),
     ).fetchall()
-    return [
-        Tombstone(lane, seq, event_id, Disposition(disposition), reason)
-        for seq, event_id, reason, disposition in rows
-    ]
+    tombstones: list[Tombstone] = []
+    for first, last, event_id, reason, disposition in rows:
+        kind = Disposition(disposition)
+        if kind is Disposition.COMPACTED:
+            start = max(first, after_seq + 1)
+            tombstones.append(Tombstone(lane, start, None, kind, reason, through_seq=last))
+        else:
+            tombstones.append(Tombstone(lane, first, event_id, kind, reason))
+    return tombstones
 
 
 def set_aside_summary(conn: sqlite3.Connection) -> dict[str, object]:
     """Counts and the latest entries, for ``hallhub sync status`` and the console."""
     if not _tables_exist(conn):
-        return {"quarantined_open": 0, "dead_lettered": 0, "quarantine": [], "dead_letters": []}
+        return {
+            "quarantined_open": 0,
+            "dead_lettered": 0,
+            "compacted_events": 0,
+            "quarantine": [],
+            "dead_letters": [],
+        }
+    (compacted,) = conn.execute("SELECT COALESCE(SUM(events), 0) FROM sync_compacted").fetchone()
     columns = "lane, seq, event_id, device_id, reason, set_aside_at"
     quarantine = conn.execute(
         f"SELECT {columns}, state FROM sync_quarantine ORDER BY set_aside_at DESC LIMIT 50"
@@ -164,6 +203,7 @@ def set_aside_summary(conn: sqlite3.Connection) -> dict[str, object]:
     return {
         "quarantined_open": open_count,
         "dead_lettered": dead_count,
+        "compacted_events": compacted,
         "quarantine": [dict(row) for row in quarantine],
         "dead_letters": [dict(row) for row in dead],
     }
@@ -172,6 +212,6 @@ def set_aside_summary(conn: sqlite3.Connection) -> dict[str, object]:
 def _tables_exist(conn: sqlite3.Connection) -> bool:
     (count,) = conn.execute(
         "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'"
-        " AND name IN ('sync_quarantine', 'sync_dead_letters')"
+        " AND name IN ('sync_quarantine', 'sync_dead_letters', 'sync_compacted')"
     ).fetchone()
-    return bool(count == 2)
+    return bool(count == 3)

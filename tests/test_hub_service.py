@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import sqlite3
 import time
@@ -12,6 +14,7 @@ import httpx
 import pytest
 
 from hub.broker import ManagedBroker
+from hub.cli import main
 from hub.events import device_event_id
 from hub.service import HubService
 from sync.city_store import SQLiteBatchStore
@@ -153,10 +156,15 @@ async def test_state_change_refuses_cookie_only_requests(hub: HubService) -> Non
 
 
 async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
-    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str, device: DeviceClient
+    broker: ManagedBroker,
+    tmp_path: Path,
+    unique_topic_root: str,
+    device: DeviceClient,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """A rating the city refuses is quarantined on the hub, opens a warning alert for
-    hall IT, shows in /api/sync, and a later rating still reaches the city."""
+    hall IT, shows in /api/sync and in `hallhub sync status` (table and --json), and a
+    later rating still reaches the city."""
     key = add_key(tmp_path / "keys.json", "hall-test")
     secret_file = tmp_path / "city-secret"
     secret_file.write_text(key.secret.hex(), encoding="ascii")
@@ -181,10 +189,19 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
         device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": "W1"})
         device.publish(f"{root}/pad-1/rating", {"level": "不满意", "window": "W1"})
         alert = await eventually(lambda: _alerts_for(service, "hall_it"))
-        await eventually(lambda: store.hub_status("hall-test")["events_stored"].get("rating"))
+        uplink = service.uplink
+        assert uplink is not None
+        await eventually(lambda: uplink.status()["rating"]["acked_seq"] == 2)
         async with httpx.AsyncClient(base_url=service.console_url) as http:
             auth = {"Authorization": f"Bearer {service.token}"}
             sync = (await http.get("/api/sync", headers=auth)).json()
+        cli = ["sync", "status", "--url", service.console_url]
+        cli += ["--token-file", str(tmp_path / "hub" / "api-token")]
+        capsys.readouterr()
+        table_code = await asyncio.to_thread(main, cli)
+        table = capsys.readouterr().out
+        json_code = await asyncio.to_thread(main, [*cli, "--json"])
+        as_json = json.loads(capsys.readouterr().out)
     finally:
         await service.stop()
         receiver.stop()
@@ -194,6 +211,11 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
     assert sync["set_aside"]["quarantined_open"] == 1
     assert sync["set_aside"]["quarantine"][0]["event_id"] == poison
     assert store_counts(tmp_path / "city.db") == (1, 1)
+    assert (table_code, json_code) == (0, 0)
+    assert "rating" in table and "quarantined (open): 1" in table
+    assert f"quarantined rating seq 1 {poison}" in table
+    assert as_json["set_aside"]["quarantined_open"] == 1
+    assert as_json["lanes"]["rating"]["acked_seq"] == 2
 
 
 def _alerts_for(hub: HubService, team: str) -> list[dict[str, object]]:
