@@ -19,15 +19,15 @@ The whole batch is one transaction. `BatchStore` is the interface;
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.events import LANE_ORDER, Lane
@@ -250,12 +250,11 @@ class SQLiteBatchStore:
         ).fetchone()
         hwm = max(stored[0] if stored else 0, upload.base)
 
-        outcome = walk_lane(
-            upload,
-            hwm,
-            lambda event: _insert(conn, hub_id, event, stored_at),
-            lambda tombstone: _insert_tombstone(conn, hub_id, epoch, lane, tombstone, stored_at),
-        )
+        walk = walk_lane(upload, hwm)
+        inserted = _insert_events(conn, hub_id, walk.events, stored_at)
+        for tombstone in walk.tombstones:
+            _insert_tombstone(conn, hub_id, epoch, lane, tombstone, stored_at)
+        outcome = walk.outcome(inserted)
         hwm, repeats, duplicates = outcome.hwm, outcome.repeats, outcome.duplicates
         conn.execute(
             "INSERT INTO lane_marks (hub_id, epoch, lane, hwm, repeats, duplicates, updated_at)"
@@ -268,18 +267,32 @@ class SQLiteBatchStore:
         return outcome
 
 
-def walk_lane(
-    upload: LaneUpload,
-    hwm: int,
-    store_event: Callable[[WireEvent], bool],
-    store_tombstone: Callable[[WireTombstone], None],
-) -> LaneOutcome:
-    """Apply a lane's events and tombstones above `hwm` in seq order, up to a gap.
+@dataclass(frozen=True, slots=True)
+class LaneWalk:
+    """What a lane's part of a batch adds: the entries to store and the new hwm."""
 
-    `store_event` returns False when the event id was already stored. Shared by
-    every `BatchStore`, so each applies the same rule.
+    hwm: int
+    events: list[WireEvent]
+    tombstones: list[WireTombstone]
+    repeats: int
+    gap_at: int | None
+
+    def outcome(self, inserted: int) -> LaneOutcome:
+        """The lane's outcome once the store inserted `inserted` of `events`."""
+        tombstoned = sum(t.last_seq - t.seq + 1 for t in self.tombstones)
+        duplicates = len(self.events) - inserted
+        return LaneOutcome(self.hwm, inserted, tombstoned, self.repeats, duplicates, self.gap_at)
+
+
+def walk_lane(upload: LaneUpload, hwm: int) -> LaneWalk:
+    """Take a lane's events and tombstones above `hwm` in seq order, up to a gap.
+
+    Every store applies this same rule, then stores what it returns (an event id
+    already held is skipped there, by the unique key, and still advances the lane).
     """
-    inserted = tombstoned = repeats = duplicates = 0
+    events: list[WireEvent] = []
+    tombstones: list[WireTombstone] = []
+    repeats = 0
     gap_at: int | None = None
     entries: list[WireEvent | WireTombstone] = [*upload.events, *upload.tombstones]
     for entry in sorted(entries, key=lambda e: e.seq):
@@ -290,43 +303,50 @@ def walk_lane(
             gap_at = entry.seq
             break
         if isinstance(entry, WireTombstone):
-            store_tombstone(entry)
-            tombstoned += entry.last_seq - entry.seq + 1
+            tombstones.append(entry)
             hwm = entry.last_seq
-            continue
-        if store_event(entry):
-            inserted += 1
         else:
-            duplicates += 1
-        hwm += 1
-    return LaneOutcome(hwm, inserted, tombstoned, repeats, duplicates, gap_at)
+            events.append(entry)
+            hwm += 1
+    return LaneWalk(hwm, events, tombstones, repeats, gap_at)
 
 
-def _insert(conn: sqlite3.Connection, hub_id: str, event: WireEvent, stored_at: float) -> bool:
-    """Store one event; False if its id is already stored for this hub."""
-    cursor = conn.execute(
+def event_json(data: dict[str, Any]) -> str:
+    """An event's data as compact JSON (serialised in Rust by pydantic-core: fast)."""
+    return pydantic_core.to_json(data).decode()
+
+
+def _insert_events(
+    conn: sqlite3.Connection, hub_id: str, events: list[WireEvent], stored_at: float
+) -> int:
+    """Store events; return how many were new (an id already stored is skipped)."""
+    before = conn.total_changes
+    conn.executemany(
         "INSERT INTO events (hub_id, event_id, epoch, lane, seq, device_id, kind, type, data,"
         " received_at, clock_synchronised, device_time, retained, stored_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         " ON CONFLICT (hub_id, event_id) DO NOTHING",
-        (
-            hub_id,
-            event.event_id,
-            event.epoch,
-            event.lane.value,
-            event.seq,
-            event.device_id,
-            event.kind,
-            event.type,
-            json.dumps(event.data, ensure_ascii=False, separators=(",", ":")),
-            event.received_at,
-            int(event.clock_synchronised),
-            event.device_time,
-            int(event.retained),
-            stored_at,
-        ),
+        [
+            (
+                hub_id,
+                event.event_id,
+                event.epoch,
+                event.lane.value,
+                event.seq,
+                event.device_id,
+                event.kind,
+                event.type,
+                event_json(event.data),
+                event.received_at,
+                int(event.clock_synchronised),
+                event.device_time,
+                int(event.retained),
+                stored_at,
+            )
+            for event in events
+        ],
     )
-    return cursor.rowcount == 1
+    return conn.total_changes - before
 
 
 def _insert_tombstone(

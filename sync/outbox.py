@@ -82,6 +82,21 @@ class Outbox:
         """Up to `limit` unacknowledged events in total, filled in lane priority."""
         return await asyncio.to_thread(self._read_pending, limit)
 
+    def read_pending_after(self, bases: Mapping[Lane, int], limit: int) -> list[LaneBatch]:
+        """Like `pending`, as if each lane in `bases` were acknowledged up to it.
+
+        Blocking (run it in a thread); it does not touch the lane states, so it can
+        run beside a batch in flight.
+        """
+        conn = self._journal.reader()
+        try:
+            conn.execute("BEGIN")
+            acked = {lane: state.acked_seq for lane, state in self._states.items()}
+            acked.update(bases)
+            return _fill(conn, self._journal.hub_id, acked, limit)
+        finally:
+            conn.close()
+
     # -- writing -----------------------------------------------------------------
 
     async def record_acks(self, acks: Mapping[Lane, int], at: float) -> dict[Lane, int]:
@@ -147,23 +162,26 @@ class Outbox:
         try:
             conn.execute("BEGIN")
             self._remember(_select_states(conn))
-            return self._fill(conn, limit)
+            acked = {lane: state.acked_seq for lane, state in self._states.items()}
+            return _fill(conn, self._journal.hub_id, acked, limit)
         finally:
             conn.close()
 
-    def _fill(self, conn: sqlite3.Connection, limit: int) -> list[LaneBatch]:
-        batches: list[LaneBatch] = []
-        room = limit
-        for lane in LANE_ORDER:
-            if room <= 0:
-                break
-            batch = _lane_batch(
-                conn, self._journal.hub_id, lane, self._states[lane].acked_seq, room
-            )
-            if batch.size:
-                batches.append(batch)
-                room -= batch.size
-        return batches
+
+def _fill(
+    conn: sqlite3.Connection, hub_id: str, acked: Mapping[Lane, int], limit: int
+) -> list[LaneBatch]:
+    """Up to `limit` seqs above `acked`, lane by lane in priority order."""
+    batches: list[LaneBatch] = []
+    room = limit
+    for lane in LANE_ORDER:
+        if room <= 0:
+            break
+        batch = _lane_batch(conn, hub_id, lane, acked[lane], room)
+        if batch.size:
+            batches.append(batch)
+            room -= batch.size
+    return batches
 
 
 def _lane_batch(

@@ -8,7 +8,6 @@ the batch's transaction, so two batches of one hub apply one after the other.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -17,7 +16,14 @@ from typing import Any
 import psycopg
 
 from hub.events import LANE_ORDER, Lane
-from sync.city_store import LaneOutcome, LaneUpload, WireEvent, WireTombstone, walk_lane
+from sync.city_store import (
+    LaneOutcome,
+    LaneUpload,
+    WireEvent,
+    WireTombstone,
+    event_json,
+    walk_lane,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -143,12 +149,11 @@ class PostgresBatchStore:
         ).fetchone()
         hwm = max(int(row[0]) if row else 0, upload.base)
 
-        outcome = walk_lane(
-            upload,
-            hwm,
-            lambda event: self._insert(hub_id, event, stored_at),
-            lambda tombstone: self._insert_tombstone(hub_id, epoch, lane, tombstone, stored_at),
-        )
+        walk = walk_lane(upload, hwm)
+        inserted = sum(self._insert(hub_id, event, stored_at) for event in walk.events)
+        for tombstone in walk.tombstones:
+            self._insert_tombstone(hub_id, epoch, lane, tombstone, stored_at)
+        outcome = walk.outcome(inserted)
         conn.execute(
             "UPDATE lane_marks SET hwm = %s, repeats = repeats + %s,"
             " duplicates = duplicates + %s, updated_at = %s"
@@ -180,7 +185,7 @@ class PostgresBatchStore:
                 event.device_id,
                 event.kind,
                 event.type,
-                json.dumps(event.data, ensure_ascii=False),
+                event_json(event.data),
                 event.received_at,
                 event.clock_synchronised,
                 event.device_time,

@@ -29,9 +29,9 @@ from __future__ import annotations
 import asyncio
 import enum
 import gzip
-import json
 import logging
 import random
+import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from email.utils import parsedate_to_datetime
@@ -39,6 +39,7 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+import pydantic_core
 
 from hub.clock import Clock
 from hub.errors import JournalError
@@ -142,6 +143,7 @@ class Uplink:
         self._clock_offset = 0.0
         self._on_set_aside = on_set_aside
         self._suspects: int | None = None
+        self._prefetch: asyncio.Task[tuple[list[LaneBatch], bytes] | None] | None = None
         self._set_aside_in_a_row = 0
 
     async def __aenter__(self) -> Uplink:
@@ -152,6 +154,7 @@ class Uplink:
 
     async def aclose(self) -> None:
         """Close the HTTP client; a later drain opens a new one."""
+        await self._drop_prefetched()
         if self._client is not None:
             await self._client.aclose()
             self._client = None
@@ -198,22 +201,26 @@ class Uplink:
         """
         async with self._lock:
             while True:
-                batches = await self._outbox.pending(self._next_batch_size())
-                if not batches:
-                    return 0
+                prepared = await self._take_prefetched()
+                if prepared is None:
+                    batches = await self._outbox.pending(self._next_batch_size())
+                    if not batches:
+                        return 0
+                    prepared = (batches, _encode_batch(self._journal, batches))
                 try:
-                    return await self._send(batches)
+                    return await self._send(*prepared)
                 except CityRejected as exc:
                     if not self._may_narrow(exc):
                         raise
-                    if await self._narrow(batches, exc):
+                    if await self._narrow(prepared[0], exc):
                         return 1
 
-    async def _send(self, batches: list[LaneBatch]) -> int:
-        body = _encode_batch(self._journal, batches)
+    async def _send(self, batches: list[LaneBatch], body: bytes) -> int:
+        self._prefetch_after(batches)
         try:
             acks = _acks_from(await self._post_batch(body), batches)
         except CityError as exc:
+            await self._drop_prefetched()
             await self._outbox.record_error([b.lane for b in batches], str(exc))
             raise
 
@@ -222,6 +229,47 @@ class Uplink:
         self._note_acknowledged(batches, acknowledged)
         logger.debug("batch of %d seqs: %d acknowledged", _size(batches), acknowledged)
         return acknowledged
+
+    # -- reading the next batch while this one travels ----------------------------
+
+    def _prefetch_after(self, batches: list[LaneBatch]) -> None:
+        """Read and encode the batch that follows if `batches` is fully acknowledged.
+
+        It runs in a thread while the city stores the current batch, so the hub's
+        work overlaps the city's. Not while narrowing a refused batch.
+        """
+        if self._suspects is not None or self._prefetch is not None:
+            return
+        bases = {batch.lane: batch.last_seq for batch in batches}
+
+        def prepare() -> tuple[list[LaneBatch], bytes] | None:
+            following = self._outbox.read_pending_after(bases, self._batch_size)
+            return (following, _encode_batch(self._journal, following)) if following else None
+
+        self._prefetch = asyncio.create_task(asyncio.to_thread(prepare), name="uplink-prefetch")
+
+    async def _take_prefetched(self) -> tuple[list[LaneBatch], bytes] | None:
+        """The prefetched batch, if it still starts where each lane's ack now stands."""
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return None
+        try:
+            prepared = await task
+        except (sqlite3.Error, JournalError) as exc:
+            logger.warning("reading ahead failed (%s); reading the batch again", exc)
+            return None
+        if prepared is None:
+            return None
+        states = self._outbox.lane_states()
+        if any(batch.base != states[batch.lane].acked_seq for batch in prepared[0]):
+            return None
+        return prepared
+
+    async def _drop_prefetched(self) -> None:
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
 
     # -- narrowing a refused batch ------------------------------------------------
 
@@ -439,8 +487,10 @@ def _encode_batch(journal: Journal, batches: list[LaneBatch]) -> bytes:
         "epoch": journal.epoch,
         "lanes": {batch.lane.value: _encode_lane(batch) for batch in batches},
     }
-    raw = json.dumps(document, ensure_ascii=False, separators=(",", ":")).encode()
-    return gzip.compress(raw, mtime=0)
+    # pydantic-core serialises in Rust, several times faster than json.dumps here;
+    # level 6 costs half of level 9 for nearly the same size.
+    raw = pydantic_core.to_json(document)
+    return gzip.compress(raw, compresslevel=6, mtime=0)
 
 
 def _encode_lane(batch: LaneBatch) -> dict[str, Any]:
