@@ -481,3 +481,33 @@ async def test_city_refusing_everything_does_not_empty_the_hub(
     assert caught.value.status == 422
     assert summary["quarantined_open"] == MAX_SET_ASIDE_IN_A_ROW
     assert city.rows() == []
+
+
+async def test_city_outage_of_hours_while_ingest_continues(journal: Journal, city: City) -> None:
+    """The city is down for three hours of hub time (the injectable clock, advanced in
+    half-hour steps) while alarms, ratings and telemetry keep being journaled. The
+    uplink keeps retrying; once the city is back, every event arrives exactly once and
+    each lane is in order, although the hub's clock is now three hours ahead."""
+    clock = ManualClock(wall=time.time())
+    uplink = Uplink(journal, city.url, KEY.key_id, KEY.secret, clock, 40)
+    journal.add_commit_listener(uplink.notify)
+    counts = dict.fromkeys((Lane.ALARM, Lane.RATING, Lane.TELEMETRY), 0)
+
+    task = asyncio.create_task(uplink.run(), name="uplink")
+    try:
+        for step in range(6):
+            for lane, per_step in ((Lane.ALARM, 2), (Lane.RATING, 3), (Lane.TELEMETRY, 20)):
+                await append(journal, lane, per_step, start=counts[lane] + 1)
+                counts[lane] += per_step
+            await wait_for_failures(uplink, step + 1)
+            await clock.advance(1800)
+        await wait_for_failures(uplink, 7)
+        city.start()
+        await clock.advance(BACKOFF_CAP_SECONDS)
+        await wait_until(lambda: backlog(uplink) == 0, timeout=10)
+    finally:
+        await stop(task)
+
+    assert clock.wall() - time.time() > 3 * 3600 - 60
+    assert_each_once_in_order(city.rows(), counts)
+    assert city.repeats() == 0
