@@ -216,7 +216,10 @@ class HubService:
         while True:
             events = await self._committed.get()
             for event in events:
-                await self._handle_committed(event)
+                try:
+                    await self._handle_committed(event)
+                except Exception:  # one failing event must not stop the rules for all
+                    logger.exception("handling committed event %s failed", event.event_id)
 
     async def _handle_committed(self, event: Event) -> None:
         change = self.registry.observe(event, self.clock.monotonic())
