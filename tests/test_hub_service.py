@@ -144,3 +144,28 @@ async def test_state_change_refuses_cookie_only_requests(hub: HubService) -> Non
         page = await http.get("/")
     assert refused.status_code == 401
     assert page.status_code == 200
+
+
+async def test_a_failing_rule_does_not_stop_later_alerts(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str, device: DeviceClient
+) -> None:
+    """A rule that blows up on one event is logged; the next toilet call still opens an alert."""
+    root = unique_topic_root.replace("/", "-")
+    broken_rule = tmp_path / "broken.yaml"
+    broken_rule.write_text(
+        "rules:\n"
+        "  - id: broken-format\n"
+        "    when: {kind: rating_pad, type: rating}\n"
+        "    raise: {condition: x, severity: low, team: t, message: '{zone:d}'}\n",
+        encoding="utf-8",
+    )
+    config = hub_config(tmp_path / "hub", broker.port, root, DEVICES, rule_files=[broken_rule])
+    service = HubService(config)
+    await service.start()
+    try:
+        assert service.ingest.wait_subscribed(10)
+        device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": "W1"})
+        device.publish(f"{root}/alarm-1/call", {"source": "cord"})
+        await eventually(lambda: count(service, "SELECT COUNT(*) FROM alerts"))
+    finally:
+        await service.stop()
