@@ -276,12 +276,22 @@ class Demo:
         }
 
     async def stop(self) -> None:
-        if self.hall is not None:
-            await self.hall.stop()
-        if self.hub is not None:
-            await self.hub.stop()
-        self.receiver.stop()
-        self.broker.stop()
+        """Stop whatever was started, in reverse order; safe after a failed start."""
+        steps: list[tuple[str, Any]] = [
+            ("simulated hall", self.hall.stop if self.hall is not None else None),
+            ("hub", self.hub.stop if self.hub is not None else None),
+            ("city receiver", self.receiver.stop),
+            ("broker", self.broker.stop),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("demo: stopping the %s failed", name)
 
 
 async def _wait_for(condition: Any, deadline: float) -> None:
@@ -304,7 +314,11 @@ async def run_demo(duration: float | None, state_dir: Path, console_port: int) -
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    hub = await demo.start()
+    try:
+        hub = await demo.start()
+    except BaseException:
+        await demo.stop()
+        raise
     _print_banner(hub, state_dir, duration)
     assert demo.hall is not None
     hall_task = asyncio.create_task(demo.hall.run(), name="demo-simulated-hall")

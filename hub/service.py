@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,14 +20,17 @@ import uvicorn
 
 from devices.modbus_poller import ModbusPoller, Reading
 from devices.mqtt_ingest import BrokerSettings, MqttIngest
-from devices.profiles import load_models, shipped_models_dir
+from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
 from hub.alerts import AlertService, encode_notice
+from hub.broker import Broker, start_broker
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
+from hub.errors import HallhubError
 from hub.events import Event, Lane, Observation, hub_event_id
 from hub.journal import Journal
+from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
 from sync.uplink import Uplink
@@ -70,6 +74,7 @@ class HubService:
         self.clock: Clock = clock or SystemClock(config.hub.clock_sync)
         state_dir = config.hub.state_dir
         models = load_models(shipped_models_dir(), *filter(None, [config.models_dir]))
+        _check_models_exist(config, models)
         self.registry = Registry(config.devices, models)
         self.rules = RulesEngine.from_files([shipped_pack(), *config.rule_files])
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
@@ -82,6 +87,9 @@ class HubService:
         self._tasks = _Tasks()
         self._stopping = asyncio.Event()
         self._console: uvicorn.Server | None = None
+        self._console_socket: socket.socket | None = None
+        self._state_lock = StateLock(state_dir)
+        self.broker: Broker | None = None
 
     @property
     def console_url(self) -> str:
@@ -90,7 +98,26 @@ class HubService:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the journal and start every part; returns once the console listens."""
+        """Open the journal and start every part; returns once the console listens.
+
+        If any part fails to start, the parts already running are stopped again, so
+        a failed start leaves no broker or task behind.
+        """
+        self._state_lock.acquire()
+        try:
+            self._console_socket = bind_console(self.config.console.host, self.config.console.port)
+            if self.config.mqtt.managed:
+                self.broker = await asyncio.to_thread(self._start_managed_broker)
+            await self._start_parts()
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _start_managed_broker(self) -> Broker:
+        mqtt = self.config.mqtt
+        return start_broker(self.config.hub.state_dir / "broker", mqtt.host, mqtt.port)
+
+    async def _start_parts(self) -> None:
         loop = asyncio.get_running_loop()
         self.journal.open()
         with self.journal.reading() as conn:
@@ -116,6 +143,13 @@ class HubService:
         await self._stop_console()
         await self._tasks.cancel_all()
         self.journal.close()
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+            self.broker = None
+        if self._console_socket is not None:
+            self._console_socket.close()
+            self._console_socket = None
+        self._state_lock.release()
 
     async def _stop_console(self) -> None:
         console, self._console = self._console, None
@@ -193,21 +227,15 @@ class HubService:
     async def _start_console(self) -> None:
         from hub.console import create_app
 
-        settings = self.config.console
+        assert self._console_socket is not None, "bind_console() runs first"
         config = uvicorn.Config(
-            create_app(self),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
+            create_app(self), log_level="warning", lifespan="off", access_log=False
         )
         self._console = uvicorn.Server(config)
-        self._tasks.start("console", self._console.serve())
+        self._tasks.start("console", self._console.serve(sockets=[self._console_socket]))
         while not self._console.started:
             await asyncio.sleep(0.02)
-        sockets = self._console.servers[0].sockets
-        self.console_port = sockets[0].getsockname()[1]
+        self.console_port = self._console_socket.getsockname()[1]
 
     # -- flows -------------------------------------------------------------------
 
@@ -302,3 +330,34 @@ class HubService:
 
 def _closed(console: uvicorn.Server) -> bool:
     return all(not server.is_serving() for server in console.servers)
+
+
+class ConsolePortError(HallhubError):
+    """The console's address cannot be listened on."""
+
+
+def bind_console(host: str, port: int) -> socket.socket:
+    """Listen on the console's address now, so a port in use fails the start at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise ConsolePortError(
+            f"console cannot listen on {host}:{port} ({exc.strerror}); "
+            "set console.port to a free port, or 0 to pick one"
+        ) from exc
+    return listener
+
+
+def _check_models_exist(config: HubConfig, models: dict[str, DeviceModel]) -> None:
+    for index, device in enumerate(config.devices):
+        if device.model not in models:
+            known = ", ".join(sorted(models))
+            raise config.problem(
+                ("devices", index, "model"),
+                f"device {device.id}: unknown model {device.model!r}; known models: {known}",
+            )

@@ -169,3 +169,34 @@ async def test_a_failing_rule_does_not_stop_later_alerts(
         await eventually(lambda: count(service, "SELECT COUNT(*) FROM alerts"))
     finally:
         await service.stop()
+
+
+async def test_second_hub_on_the_same_state_dir_is_refused(
+    hub: HubService, broker: ManagedBroker
+) -> None:
+    """Two hubs on one journal would corrupt each other's sequences; the second is refused."""
+    from hub.statelock import StateDirInUseError
+
+    twin = HubService(hub.config)
+    with pytest.raises(StateDirInUseError, match="in use by another hub"):
+        await twin.start()
+    assert hub.ingest.connected  # the first hub is untouched
+
+
+async def test_managed_broker_runs_under_the_hub(tmp_path: Path, unique_topic_root: str) -> None:
+    """With mqtt.managed the hub runs its own Mosquitto and stops it on the way out."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    root = unique_topic_root.replace("/", "-")
+    config = hub_config(tmp_path / "hub", port, root, DEVICES)
+    config.mqtt.managed = True
+    service = HubService(config)
+    await service.start()
+    try:
+        assert service.ingest.wait_subscribed(15)
+        assert service.broker is not None and service.broker.running
+        broker = service.broker
+    finally:
+        await service.stop()
+    assert not broker.running
