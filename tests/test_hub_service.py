@@ -41,7 +41,7 @@ def device(broker: ManagedBroker) -> DeviceClient:
 
 def count(hub: HubService, sql: str) -> int:
     with hub.journal.reading() as conn:
-        return int(conn.execute(sql).fetchone()[0])
+        return int(conn.execute(sql).fetchone()[0] or 0)
 
 
 async def test_toilet_call_opens_alert_and_reset_closes_it(
@@ -99,7 +99,7 @@ async def test_bad_input_beyond_the_inflight_window_does_not_stall_ingest(
     reasons = await eventually(
         lambda: (
             dict(_reasons(hub))
-            if count(hub, "SELECT COUNT(*) FROM dead_letters") >= window + 51
+            if count(hub, "SELECT SUM(count) FROM dead_letters") >= window + 51
             else None
         )
     )
@@ -112,7 +112,9 @@ async def test_bad_input_beyond_the_inflight_window_does_not_stall_ingest(
 
 def _reasons(hub: HubService) -> list[tuple[str, int]]:
     with hub.journal.reading() as conn:
-        return conn.execute("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason").fetchall()
+        return conn.execute(
+            "SELECT reason, SUM(count) FROM dead_letters GROUP BY reason"
+        ).fetchall()
 
 
 async def test_console_requires_token_except_healthz(hub: HubService, device: DeviceClient) -> None:
@@ -200,3 +202,51 @@ async def test_managed_broker_runs_under_the_hub(tmp_path: Path, unique_topic_ro
     finally:
         await service.stop()
     assert not broker.running
+
+
+async def test_text_that_sqlite_cannot_store_is_refused_not_left_in_flight(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """Lone surrogates beyond the receive window are refused and acknowledged.
+
+    A toilet call sent after them still opens its alert.
+    """
+    root = hub.config.mqtt.topic_root
+    poison = b'{"msg_id": "p%d", "online": true, "firmware": "\\ud800"}'
+    for n in range(hub.config.mqtt.receive_maximum + 20):
+        device.publish(f"{root}/pad-1/status", poison.replace(b"%d", str(n).encode()))
+    device.publish(f"{root}/alarm-1/call", {"source": "cord"})
+
+    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM alerts"))
+    assert count(hub, "SELECT SUM(count) FROM dead_letters WHERE reason = 'not_utf8'") >= 220
+
+
+async def test_reused_message_id_with_other_content_is_kept_aside(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """A device reusing a msg_id for a different message is flagged, not silently dropped."""
+    root = hub.config.mqtt.topic_root
+    body = b'{"msg_id": "7", "level": "%s", "window": "W1"}'
+    device.publish(f"{root}/pad-1/rating", body % "满意".encode())
+    device.publish(f"{root}/pad-1/rating", body % "满意".encode())  # a true redelivery
+    device.publish(f"{root}/pad-1/rating", body % "不满意".encode())  # a collision
+
+    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM dead_letters"))
+    assert count(hub, "SELECT COUNT(*) FROM events WHERE type = 'rating'") == 1
+    assert count(hub, "SELECT COUNT(*) FROM dead_letters WHERE reason = 'id_collision'") == 1
+
+
+async def test_huge_refused_payload_keeps_only_its_head(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """A 200 kB refused message stores 4 KB plus its size and digest; repeats are counted."""
+    junk = b"x" * 200_000
+    device.publish(f"{hub.config.mqtt.topic_root}/ghost/call", junk)
+    device.publish(f"{hub.config.mqtt.topic_root}/ghost/call", junk)
+
+    await eventually(lambda: count(hub, "SELECT SUM(count) FROM dead_letters") == 2)
+    with hub.journal.reading() as conn:
+        size, kept, repeats = conn.execute(
+            "SELECT size, LENGTH(raw), count FROM dead_letters"
+        ).fetchone()
+    assert (size, kept, repeats) == (200_000, 4096, 2)
