@@ -33,6 +33,7 @@ from hub.broker import Broker, pick_free_port, start_broker
 from hub.config import HubConfig
 from hub.reconcile import published_ids, reconcile, stored_ids
 from hub.service import HubService
+from hub.statelock import StateLock
 from sync.keys import add_key
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ class Demo:
         self.state_dir = state_dir
         self.plan = plan
         self.console_port = console_port
+        # One demo per folder: a second one would stop the first one's broker.
+        self.lock = StateLock(state_dir)
+        self.lock.acquire()
         self.broker = start_broker(state_dir / "broker", LOOPBACK)
         key = add_key(state_dir / "city" / "keys.json", HUB_ID)
         _write_secret(state_dir / "hub" / "city-secret", key.secret)
@@ -282,6 +286,7 @@ class Demo:
             ("hub", self.hub.stop if self.hub is not None else None),
             ("city receiver", self.receiver.stop),
             ("broker", self.broker.stop),
+            ("folder lock", self.lock.release),
         ]
         for name, step in steps:
             if step is None:

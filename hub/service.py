@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,8 +29,8 @@ from hub.broker import Broker, start_broker
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.errors import HallhubError
-from hub.events import Event, Lane, Observation, hub_event_id
-from hub.journal import Journal
+from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
+from hub.journal import Journal, read_lane
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
@@ -45,9 +46,22 @@ class _Tasks:
     """The service's named background tasks."""
 
     running: list[asyncio.Task[Any]] = field(default_factory=list)
+    closing: bool = False
 
     def start(self, name: str, work: Awaitable[Any]) -> None:
-        self.running.append(asyncio.create_task(work, name=name))  # type: ignore[arg-type]
+        task: asyncio.Task[Any] = asyncio.create_task(work, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._report_end)
+        self.running.append(task)
+
+    def _report_end(self, task: asyncio.Task[Any]) -> None:
+        """A background task may only end when the hub stops it; anything else is a fault."""
+        if task.cancelled() or self.closing:
+            return
+        failure = task.exception()
+        if failure is not None:
+            logger.error("task %s died: %r", task.get_name(), failure, exc_info=failure)
+        else:
+            logger.error("task %s ended by itself", task.get_name())
 
     async def cancel_matching(self, prefixes: tuple[str, ...]) -> None:
         chosen = [task for task in self.running if task.get_name().startswith(prefixes)]
@@ -78,7 +92,7 @@ class HubService:
         self.registry = Registry(config.devices, models)
         self.rules = RulesEngine.from_files([shipped_pack(), *config.rule_files])
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
-        self.token = load_or_create_token(config.console.token_file or state_dir / "api-token")
+        self.token = ""
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
         self.alerts = AlertService(self.journal, self.clock, self._announce)
         self.uplink: Uplink | None = None
@@ -103,15 +117,29 @@ class HubService:
         If any part fails to start, the parts already running are stopped again, so
         a failed start leaves no broker or task behind.
         """
-        self._state_lock.acquire()
+        try:
+            self._prepare_state_dir()
+        except (OSError, sqlite3.Error) as exc:
+            raise HallhubError(
+                f"cannot use state folder {self.config.hub.state_dir}: {exc}"
+            ) from exc
         try:
             self._console_socket = bind_console(self.config.console.host, self.config.console.port)
             if self.config.mqtt.managed:
                 self.broker = await asyncio.to_thread(self._start_managed_broker)
             await self._start_parts()
+        except (OSError, sqlite3.Error) as exc:
+            await self.stop()
+            raise HallhubError(f"hub failed to start: {exc}") from exc
         except BaseException:
             await self.stop()
             raise
+
+    def _prepare_state_dir(self) -> None:
+        state_dir = self.config.hub.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock.acquire()
+        self.token = load_or_create_token(self.config.console.token_file or state_dir / "api-token")
 
     def _start_managed_broker(self) -> Broker:
         mqtt = self.config.mqtt
@@ -139,6 +167,7 @@ class HubService:
     async def stop(self) -> None:
         """Stop taking messages, finish what is queued, close the journal."""
         logger.info("hub %s stopping", self.config.hub.id)
+        self._tasks.closing = True
         self.ingest.stop()
         await self._stop_console()
         await self._tasks.cancel_all()
@@ -240,19 +269,66 @@ class HubService:
     # -- flows -------------------------------------------------------------------
 
     async def _follow_committed(self) -> None:
-        """Feed committed events, in commit order, to the registry and the rules."""
+        """Feed committed events, in commit order, to the registry and the rules.
+
+        First the rules catch up with events committed before a crash or power cut
+        that they never saw (the journal keeps how far they got per lane); then they
+        follow live commits, skipping anything the catch-up already covered.
+        """
+        handled = await self._catch_up_rules()
         while True:
             events = await self._committed.get()
-            for event in events:
-                try:
-                    await self._handle_committed(event)
-                except Exception:  # one failing event must not stop the rules for all
-                    logger.exception("handling committed event %s failed", event.event_id)
+            fresh = [event for event in events if event.seq > handled[event.lane]]
+            for event in fresh:
+                change = self.registry.observe(event, self.clock.monotonic())
+                if change is not None:
+                    await self._journal_health(change)
+                await self._apply_rules(event)
+                handled[event.lane] = event.seq
+            if fresh:
+                await self._save_rule_progress(handled)
 
-    async def _handle_committed(self, event: Event) -> None:
-        change = self.registry.observe(event, self.clock.monotonic())
-        if change is not None:
-            await self._journal_health(change)
+    async def _catch_up_rules(self) -> dict[Lane, int]:
+        with self.journal.reading() as conn:
+            progress = dict(conn.execute("SELECT lane, seq FROM rule_progress").fetchall())
+            handled = {lane: int(progress.get(lane.value, 0)) for lane in LANE_ORDER}
+            missed = sorted(
+                (
+                    event
+                    for lane in LANE_ORDER
+                    for event in read_lane(conn, self.config.hub.id, lane, handled[lane], 100_000)
+                ),
+                key=lambda event: event.received_at,
+            )
+        if missed:
+            logger.warning(
+                "rules catching up with %d events committed before a restart", len(missed)
+            )
+        for event in missed:
+            await self._apply_rules(event)
+            handled[event.lane] = max(handled[event.lane], event.seq)
+        await self._save_rule_progress(handled)
+        return handled
+
+    async def _save_rule_progress(self, handled: dict[Lane, int]) -> None:
+        rows = [(lane.value, seq) for lane, seq in handled.items()]
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO rule_progress (lane, seq) VALUES (?, ?)"
+                " ON CONFLICT (lane) DO UPDATE SET seq = excluded.seq",
+                rows,
+            )
+
+        await self.journal.write(save)
+
+    async def _apply_rules(self, event: Event) -> None:
+        try:
+            await self._evaluate(event)
+        except Exception:  # one failing event must not stop the rules for all
+            logger.exception("rules failed on event %s", event.event_id)
+
+    async def _evaluate(self, event: Event) -> None:
         device = self.registry.get(event.device_id)
         zone = device.spec.zone if device else ""
         for action in self.rules.evaluate(event, zone):

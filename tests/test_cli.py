@@ -129,3 +129,41 @@ def test_simulate_prints_the_devices_section(tmp_path: Path, broker) -> None:  #
     devices = yaml.safe_load("".join(lines))["devices"]
     assert {d["id"] for d in devices} >= {"toilet-alarm-1f", "toilet-alarm-2f"}
     assert any("modbus" in d for d in devices)
+
+
+def test_two_demos_cannot_share_a_folder(tmp_path: Path) -> None:
+    """A second demo on a folder in use is refused, and the first keeps reconciling."""
+    state = tmp_path / "demo"
+    first = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hub.cli",
+            "demo",
+            "--for",
+            "12",
+            "--console-port",
+            "0",
+            "--state-dir",
+            str(state),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (state / "hub.lock").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1)
+        second = hallhub("demo", "--for", "5", "--console-port", "0", "--state-dir", str(state))
+        output, _ = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.kill()
+            first.wait()
+
+    assert second.returncode == 2
+    assert "in use by another hub" in second.stderr
+    assert first.returncode == 0, output[-2000:]
+    assert '"ok": true' in output

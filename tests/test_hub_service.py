@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -250,3 +251,65 @@ async def test_huge_refused_payload_keeps_only_its_head(
             "SELECT size, LENGTH(raw), count FROM dead_letters"
         ).fetchone()
     assert (size, kept, repeats) == (200_000, 4096, 2)
+
+
+async def test_call_committed_just_before_a_crash_still_alerts_after_restart(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """A call journaled and acknowledged, cut off before the rules ran, alerts at restart."""
+    from hub.events import Lane, Observation, device_event_id
+    from hub.journal import Journal
+
+    config = hub_config(tmp_path / "hub", broker.port, unique_topic_root.replace("/", "-"), DEVICES)
+    journal = Journal(config.hub.state_dir / "journal.sqlite3", config.hub.id)
+    journal.open()
+    call = Observation(
+        device_event_id("alarm-1", "boot1-7"),
+        Lane.ALARM,
+        "alarm-1",
+        "toilet_alarm",
+        "call",
+        {"source": "cord"},
+        time.time(),
+        True,
+    )
+    await journal.append(call)
+    journal.close()  # the power fails here: PUBACK sent, rules never ran
+
+    service = HubService(config)
+    await service.start()
+    try:
+        await eventually(lambda: count(service, "SELECT COUNT(*) FROM alerts WHERE state = 'open'"))
+    finally:
+        await service.stop()
+
+    again = HubService(config)  # and a second restart does not raise it twice
+    await again.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert count(again, "SELECT COUNT(*) FROM alerts") == 1
+        assert count(again, "SELECT count FROM alerts") == 1
+    finally:
+        await again.stop()
+
+
+async def test_unusable_state_folder_is_a_clear_error(tmp_path: Path) -> None:
+    """A state folder that cannot be created gives one clear error, not a traceback."""
+    from hub.errors import HallhubError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state folder should be")
+    service = HubService(hub_config(blocker / "hub", 1, "x", DEVICES))
+
+    with pytest.raises(HallhubError, match="cannot use state folder"):
+        await service.start()
+
+
+async def test_acknowledging_an_impossible_alert_id_is_not_found(hub: HubService) -> None:
+    """An alert id too large for SQLite is answered 404, not a server error."""
+    async with httpx.AsyncClient(base_url=hub.console_url) as http:
+        reply = await http.post(
+            "/api/alerts/99999999999999999999999/acknowledge",
+            headers={"Authorization": f"Bearer {hub.token}"},
+        )
+    assert reply.status_code == 404
