@@ -32,7 +32,7 @@ SCHEMA = (
         id                  BIGSERIAL PRIMARY KEY,
         hub_id              TEXT             NOT NULL,
         event_id            TEXT             NOT NULL,
-        epoch               INTEGER          NOT NULL,
+        epoch               BIGINT           NOT NULL,
         lane                TEXT             NOT NULL,
         seq                 BIGINT           NOT NULL,
         device_id           TEXT             NOT NULL,
@@ -49,7 +49,7 @@ SCHEMA = (
     "CREATE INDEX IF NOT EXISTS events_by_lane ON events (hub_id, lane, epoch, seq)",
     """CREATE TABLE IF NOT EXISTS tombstones (
         hub_id       TEXT             NOT NULL,
-        epoch        INTEGER          NOT NULL,
+        epoch        BIGINT           NOT NULL,
         lane         TEXT             NOT NULL,
         seq          BIGINT           NOT NULL,
         through_seq  BIGINT           NOT NULL,
@@ -61,7 +61,7 @@ SCHEMA = (
     )""",
     """CREATE TABLE IF NOT EXISTS lane_marks (
         hub_id      TEXT             NOT NULL,
-        epoch       INTEGER          NOT NULL,
+        epoch       BIGINT           NOT NULL,
         lane        TEXT             NOT NULL,
         hwm         BIGINT           NOT NULL,
         repeats     BIGINT           NOT NULL DEFAULT 0,

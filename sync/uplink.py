@@ -360,6 +360,11 @@ class Uplink:
         except (CityUnavailable, JournalError) as exc:
             self._note_failure(LinkState.OUTAGE, exc)
             return self._backoff.next_delay()
+        except (httpx.HTTPError, sqlite3.Error) as exc:
+            # A garbled reply (say, a proxy's broken gzip) or a failed journal read is
+            # an outage like any other: the uplink must never stop for good.
+            self._note_failure(LinkState.OUTAGE, exc)
+            return self._backoff.next_delay()
         except CityRejected as exc:
             self._note_failure(LinkState.REJECTED, exc)
             return REJECTED_RETRY_SECONDS
