@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hub.clock import Clock
+from hub.errors import HallhubError
 from hub.events import Lane
 from hub.journal import Journal
 from sync.poison import ensure_tables
@@ -79,9 +80,12 @@ class BacklogGuard:
         self._interval = interval
 
     async def run(self) -> None:
-        """Check every `interval` seconds until cancelled."""
+        """Check every `interval` seconds until cancelled; a failed round is retried."""
         while True:
-            await self.check()
+            try:
+                await self.check()
+            except (HallhubError, OSError, sqlite3.Error) as exc:
+                logger.error("backlog check failed: %s; trying again next round", exc)
             await self._clock.sleep(self._interval)
 
     async def check(self) -> dict[str, Any]:

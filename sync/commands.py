@@ -15,6 +15,7 @@ import collections
 import json
 import logging
 import random
+import sqlite3
 import ssl
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -125,7 +126,8 @@ class CommandChannel:
         logger.info("carrying out command %s (%s)", command["command_id"], type_)
         try:
             return await handler(payload)
-        except HallhubError as exc:
+        except (HallhubError, OSError, sqlite3.Error) as exc:
+            # The city is told, and the channel stays up for the next command.
             logger.warning("command %s failed: %s", command["command_id"], exc)
             return {"status": "failed", "problems": [str(exc)]}
 
@@ -154,7 +156,7 @@ class CommandChannel:
             request.headers["Authorization"] = self._uplink.authorization(key, method, path, body)
             try:
                 response = await client.send(request)
-            except httpx.TransportError as exc:
+            except httpx.HTTPError as exc:
                 raise CityUnavailable(f"{type(exc).__name__}: {exc}") from exc
             self._uplink.learn_offset(response, sent_at)
             if response.status_code != 401 or _error(response) != "unknown_key":

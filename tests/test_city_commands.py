@@ -18,12 +18,16 @@ import httpx
 import pytest
 
 from hub.broker import ManagedBroker
+from hub.clock import SystemClock
 from hub.events import Lane
+from hub.journal import Journal
 from hub.service import HubService
 from sync.city_config import ApplyResult
 from sync.city_store import SQLiteBatchStore
+from sync.commands import CommandChannel
 from sync.keys import add_key, load_keys
 from sync.receiver import BackgroundReceiver, create_app
+from sync.uplink import Uplink
 from tests.hubkit import DeviceClient, eventually, hub_config
 
 HUB = "hall-test"
@@ -241,3 +245,49 @@ async def test_city_queries_hub_state_and_events(
     assert "rating" in state["sync"] and state["open_alerts"] == []
     assert [e["seq"] for e in events["events"]] == [2, 3]
     assert events["events"][0]["data"]["level"] == "基本满意"
+
+
+async def test_a_failing_command_is_answered_and_the_channel_stays_up(
+    receiver: tuple[str, Path], city: City, tmp_path: Path
+) -> None:
+    """A handler that fails (here: the disk refuses a write) is answered `failed` with
+    the reason; an unknown command type is answered `unsupported`; the next command on
+    the same channel is still carried out, and a command given again after its reply
+    was recorded is not carried out twice."""
+    url, secret_file = receiver
+    key_id = next(iter(load_keys(tmp_path / "city-keys.json")))
+    journal = Journal(tmp_path / "channel-hub.db", HUB)
+    journal.open()
+    calls: list[str] = []
+
+    async def broken(payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append("broken")
+        raise OSError(28, "No space left on device")
+
+    async def state(payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append("state")
+        return {"status": "ok"}
+
+    secret = bytes.fromhex(secret_file.read_text(encoding="ascii"))
+    uplink = Uplink(journal, url, key_id, secret, SystemClock())
+    channel = CommandChannel(
+        uplink, url, HUB, {"configure": broken, "query_state": state}, SystemClock()
+    )
+    try:
+        failing = await city.push("configure", {"version": "v1", "files": GOOD_FILES})
+        await channel.poll_once(wait=0)
+        unknown = await city.push("query_events", {"lane": "rating"})
+        await channel.poll_once(wait=0)
+        fine = await city.push("query_state", {})
+        await channel.poll_once(wait=0)
+        answers = [await city.answer(c) for c in (failing, unknown, fine)]
+        await channel._answer({"command_id": fine, "type": "query_state", "payload": {}})
+    finally:
+        await channel.aclose()
+        await uplink.aclose()
+        journal.close()
+
+    assert answers[0] == {"status": "failed", "problems": ["[Errno 28] No space left on device"]}
+    assert answers[1] == {"status": "unsupported", "type": "query_events"}
+    assert answers[2] == {"status": "ok"}
+    assert calls == ["broken", "state"]
