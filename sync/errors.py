@@ -5,9 +5,11 @@ HallhubError (hub.errors)
     ├── AuthError           a signed request was refused; carries the reason code
     ├── NonceCacheFull      the receiver remembers too many nonces to accept more
     ├── BatchError          a batch body is malformed; carries what is wrong
-    └── CityError           the city did not acknowledge a batch
-        ├── CityUnavailable 5xx, timeout or refused connection: retry with backoff
-        └── CityRejected    a 4xx reply: status and reason; retried slowly
+    ├── CityError           the city did not acknowledge a batch
+    │   ├── CityUnavailable 5xx, timeout or refused connection: retry with backoff
+    │   └── CityRejected    a 4xx reply: status and reason; retried slowly
+    ├── StoreUnavailable    the receiver cannot reach its database (PostgreSQL)
+    └── StatusUnavailable   ``hallhub sync status`` cannot ask the running hub
 """
 
 from __future__ import annotations
@@ -59,3 +61,11 @@ class CityRejected(CityError):
         self.status = status
         self.reason = reason
         super().__init__(f"HTTP {status}: {reason}")
+
+
+class StoreUnavailable(SyncError):
+    """The receiver's database could not be reached or set up."""
+
+
+class StatusUnavailable(SyncError):
+    """The hub's console could not be asked (not running, wrong URL or token)."""

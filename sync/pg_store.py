@@ -24,6 +24,7 @@ from sync.city_store import (
     event_json,
     walk_lane,
 )
+from sync.errors import StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +81,7 @@ class PostgresBatchStore:
         try:
             self._conn = psycopg.connect(dsn, autocommit=True)
         except psycopg.Error as exc:
-            raise ConnectionError(f"cannot connect to PostgreSQL: {exc}") from exc
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
         with self._conn.transaction():
             # One schema creator at a time, when several receivers start together.
             self._conn.execute("SELECT pg_advisory_xact_lock(7263)")

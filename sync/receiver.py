@@ -61,7 +61,7 @@ from hub.events import Lane
 from sync.city_config import sign_bundle
 from sync.city_store import BatchStore, LaneUpload, SQLiteBatchStore
 from sync.command_queue import MAX_WAIT_SECONDS, CommandQueue
-from sync.errors import AuthError, BatchError, NonceCacheFull
+from sync.errors import AuthError, BatchError, NonceCacheFull, StoreUnavailable
 from sync.keys import HubKey, KeysFile, newest_first
 from sync.signing import RequestVerifier
 from sync.silence import DEFAULT_SILENT_AFTER, SilenceWatch
@@ -656,7 +656,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             admin_token=os.environ.get(ADMIN_TOKEN_ENV) or None,
             tls=_server_tls(args),
         )
-    except (ConfigError, ValueError, OSError, ConnectionError) as exc:
+    except (ConfigError, ValueError, OSError, StoreUnavailable) as exc:
         print(f"city-receiver: {exc}", file=sys.stderr)
         return 2
     return 0

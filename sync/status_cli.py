@@ -14,11 +14,7 @@ from typing import Any
 
 import httpx
 
-from hub.errors import HallhubError
-
-
-class StatusUnavailable(HallhubError):
-    """The hub's console could not be asked (not running, wrong URL or token)."""
+from sync.errors import StatusUnavailable
 
 
 def fetch_status(console_url: str, token: str, timeout: float = 5.0) -> dict[str, Any]:

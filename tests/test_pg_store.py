@@ -189,3 +189,26 @@ async def test_silent_hub_is_flagged_and_logged(
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "hub hall-1 silent for 10 minutes" in warnings[0].getMessage()
     assert any("heard from again" in r.getMessage() for r in caplog.records)
+
+
+def test_unreachable_database_is_a_clear_error(tmp_path: Path) -> None:
+    """A --dsn nothing answers on ends the receiver with exit 2 and a message saying
+    PostgreSQL could not be reached, not a traceback."""
+    keys_path = tmp_path / "keys.json"
+    write_keys(keys_path, {KEY.key_id: KEY})
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    dsn = f"host=127.0.0.1 port={port} user=nobody dbname=none connect_timeout=3"
+
+    done = subprocess.run(
+        [sys.executable, "-m", "sync.receiver", "--dsn", dsn, "--keys", str(keys_path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+    assert done.returncode == 2
+    assert "cannot connect to PostgreSQL" in done.stderr
+    assert "Traceback" not in done.stderr
