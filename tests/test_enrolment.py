@@ -11,16 +11,19 @@ from pathlib import Path
 import pytest
 import yaml
 
+from hub.broker import ManagedBroker
 from hub.cli import main
 from hub.clock import SystemClock
 from hub.config import load_config
 from hub.events import Lane, Observation
 from hub.journal import Journal
+from hub.service import HubService
 from sync.city_store import SQLiteBatchStore
-from sync.enrolment import ENROLMENT_FILE, KEYS_FILE, load_enrolment, open_uplink
+from sync.enrolment import ENROLMENT_FILE, KEYS_FILE, enroll, load_enrolment, open_uplink
 from sync.keys import HubKey, load_keys
 from sync.receiver import BackgroundReceiver, create_app
 from sync.tls import ServerTls
+from tests.hubkit import eventually, hub_config
 from tests.pki import make_pki
 
 HUB = "hall-7"
@@ -111,3 +114,47 @@ def test_enroll_refuses_plain_http_and_writes_nothing(
     assert code == 2
     assert "https://" in capsys.readouterr().err
     assert not (tmp_path / "hall" / "state" / ENROLMENT_FILE).exists()
+
+
+async def test_hub_started_from_its_enrolment_syncs_and_warns_of_certificate_expiry(
+    tmp_path: Path, broker: ManagedBroker, unique_topic_root: str
+) -> None:
+    """A hub whose configuration has no city section starts from its enrolment: it
+    reaches the mutual-TLS receiver (its health events arrive), and because its
+    client certificate expires in 10 days a warning alert for hall IT is open."""
+    pki = make_pki(tmp_path / "pki", client_days=10, common_name=HUB)
+    key = HubKey(f"{HUB}.k1", HUB, bytes.fromhex("5b" * 32))
+    store = SQLiteBatchStore(tmp_path / "city.db")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    tls = ServerTls(pki.server_cert, pki.server_key, pki.ca_cert)
+    receiver = BackgroundReceiver(create_app(store, {key.key_id: key}), sock, tls)
+    receiver.start()
+    url = f"https://127.0.0.1:{sock.getsockname()[1]}"
+    config = hub_config(tmp_path / "hub", broker.port, unique_topic_root.replace("/", "-"), [])
+    config.hub.id = HUB
+    enroll(config.hub.state_dir, HUB, url, pki.ca_cert, key=key,
+           client_cert=pki.client_cert, client_key=pki.client_key)  # fmt: skip
+    service = HubService(config)
+    await service.start()
+    try:
+        await service.journal.append(
+            Observation("h-1", Lane.HEALTH, "hub", "hub", "online", {}, 1.0, True)
+        )
+        await eventually(lambda: store.hub_status(HUB)["events_stored"].get("health"))
+        alerts = await eventually(lambda: _alerts(service, "client_certificate_expiring"))
+    finally:
+        await service.stop()
+        receiver.stop()
+        store.close()
+
+    assert alerts[0]["team"] == "hall_it" and alerts[0]["severity"] == "warning"
+    assert (
+        "expires in 10 days" in alerts[0]["message"] or "expires in 9 days" in alerts[0]["message"]
+    )
+
+
+def _alerts(service: HubService, condition: str) -> list[dict[str, object]]:
+    with service.journal.reading() as conn:
+        rows = conn.execute("SELECT * FROM alerts WHERE condition = ?", (condition,)).fetchall()
+    return [dict(row) for row in rows]
