@@ -12,6 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from hub.alerts.settings import AlertsSection
 from hub.yamlfile import load_model
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -97,6 +98,7 @@ class HubConfig(_Section):
     models_dir: Path | None = None
     rule_files: list[Path] = []
     devices: list[DeviceSpec] = []
+    alerts: AlertsSection = AlertsSection()
 
     @model_validator(mode="after")
     def _device_ids_are_unique(self) -> HubConfig:

@@ -22,6 +22,7 @@ from starlette.routing import Route
 
 from hub import metrics
 from hub.alerts import AlertNotFoundError, list_alerts
+from hub.alerts.api import alert_routes
 from hub.tokens import token_matches
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def create_app(service: HubService) -> Starlette:
         Route("/api/alerts", alerts),
         Route("/api/alerts/{alert_id:int}/acknowledge", acknowledge, methods=["POST"]),
         Route("/api/sync", sync),
+        *alert_routes(service),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(TokenAuth, token=service.token)

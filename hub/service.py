@@ -22,7 +22,7 @@ from devices.mqtt_ingest import BrokerSettings, MqttIngest
 from devices.profiles import load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
-from hub.alerts import AlertService, encode_notice
+from hub.alerts import AlertService, DevicePlace, encode_notice
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.events import Event, Lane, Observation, hub_event_id
@@ -75,7 +75,9 @@ class HubService:
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = load_or_create_token(config.console.token_file or state_dir / "api-token")
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
-        self.alerts = AlertService(self.journal, self.clock, self._announce)
+        self.alerts = AlertService(
+            self.journal, self.clock, self._announce, config.alerts, self._place_of
+        )
         self.uplink: Uplink | None = None
         self.console_port: int | None = None
         self._committed: asyncio.Queue[list[Event]] = asyncio.Queue()
@@ -95,6 +97,7 @@ class HubService:
         self.journal.open()
         with self.journal.reading() as conn:
             self.registry.restore(conn)
+        await self.alerts.start()
 
         def hand_over(events: list[Event]) -> None:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
@@ -105,8 +108,8 @@ class HubService:
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
+        self._tasks.start("alerts-tick", self.alerts.run())
         await self._start_console()
-        await self.alerts.refresh_metrics()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
 
     async def stop(self) -> None:
@@ -290,6 +293,12 @@ class HubService:
             received_at=self.clock.wall(),
             clock_synchronised=self.clock.is_synchronised(),
         )
+
+    def _place_of(self, device_id: str) -> DevicePlace:
+        device = self.registry.get(device_id)
+        if device is None:
+            return DevicePlace()
+        return DevicePlace(device.kind, device.spec.zone, device.spec.floor)
 
     def _announce(self, team: str, notice: dict[str, Any]) -> None:
         root = self.config.mqtt.crew_topic_root
