@@ -23,7 +23,8 @@ async def running_hub(
     broker: ManagedBroker, state_dir: Path, topic_root: str, alerts: dict[str, Any]
 ) -> HubService:
     """Start a hub with the given ``alerts:`` section; the caller stops it."""
-    config = hub_config(state_dir, broker.port, topic_root, DEVICES, alerts=alerts)
+    root = topic_root.replace("/", "-")
+    config = hub_config(state_dir, broker.port, root, DEVICES, alerts=alerts)
     service = HubService(config)
     await service.start()
     assert service.ingest.wait_connected(10)
