@@ -22,10 +22,8 @@ from devices.mqtt_ingest import BrokerSettings, MqttIngest
 from devices.profiles import load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
-from hub.alerts import AlertService, DevicePlace
-from hub.alerts.delivery import Dispatcher, standard_channels
-from hub.alerts.errors import ModemError
-from hub.alerts.modem import GsmModem
+from hub.alerts import DevicePlace
+from hub.alerts.crews import CrewAlerts
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.events import Event, Lane, Observation, hub_event_id
@@ -78,17 +76,16 @@ class HubService:
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = load_or_create_token(config.console.token_file or state_dir / "api-token")
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
-        self.modem = _modem(config)
-        self.dispatcher = Dispatcher(
+        self.crews = CrewAlerts(
+            config.alerts,
             self.journal,
             self.clock,
-            config.alerts,
-            standard_channels(self.ingest.publish, self.modem),
-            self.team_topic,
+            self.ingest.publish,
+            self._place_of,
+            f"{config.mqtt.crew_topic_root}/{config.hub.id}/crews",
+            (config.mqtt.host, config.mqtt.port, config.client_id),
         )
-        self.alerts = AlertService(
-            self.journal, self.clock, self.dispatcher, config.alerts, self._place_of
-        )
+        self.alerts = self.crews.alerts
         self.uplink: Uplink | None = None
         self.console_port: int | None = None
         self._committed: asyncio.Queue[list[Event]] = asyncio.Queue()
@@ -108,8 +105,7 @@ class HubService:
         self.journal.open()
         with self.journal.reading() as conn:
             self.registry.restore(conn)
-        await self.alerts.start()
-        await self._open_modem()
+        await self.crews.start()
 
         def hand_over(events: list[Event]) -> None:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
@@ -120,7 +116,6 @@ class HubService:
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
-        self._tasks.start("alerts-tick", self.alerts.run())
         await self._start_console()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
 
@@ -130,9 +125,7 @@ class HubService:
         self.ingest.stop()
         await self._stop_console()
         await self._tasks.cancel_all()
-        await self.dispatcher.cancel()
-        if self.modem is not None:
-            self.modem.close()
+        await self.crews.stop()
         self.journal.close()
 
     async def _stop_console(self) -> None:
@@ -314,27 +307,6 @@ class HubService:
         if device is None:
             return DevicePlace()
         return DevicePlace(device.kind, device.spec.zone, device.spec.floor)
-
-    def team_topic(self, team: str) -> str:
-        """The MQTT topic a team's handhelds subscribe to."""
-        root = self.config.mqtt.crew_topic_root
-        return f"{root}/{self.config.hub.id}/crews/{team}/alerts"
-
-    async def _open_modem(self) -> None:
-        if self.modem is None:
-            return
-        try:
-            await asyncio.to_thread(self.modem.open)
-        except ModemError as exc:
-            # SMS deliveries will fail and be recorded; every other channel works.
-            logger.error("GSM modem unusable, SMS pages will fail: %s", exc)
-
-
-def _modem(config: HubConfig) -> GsmModem | None:
-    settings = config.alerts.modem
-    if settings is None:
-        return None
-    return GsmModem(settings.port, settings.baudrate, settings.timeout)
 
 
 def _closed(console: uvicorn.Server) -> bool:

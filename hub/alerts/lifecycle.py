@@ -95,7 +95,9 @@ class AlertService:
         while True:
             await self._clock.sleep(self.settings.tick_interval)
             try:
-                await self.tick()
+                # Shielded: cancelled after the commit but before the pages go out,
+                # escalations would be recorded yet never sent.
+                await asyncio.shield(self.tick())
             except Exception:
                 logger.exception("alert tick failed; trying again next tick")
 
