@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
         help="publication log: one line per message the broker acknowledged",
     )
 
+    from hub.alerts.cli import add_parser as add_alerts_parser
+
+    add_alerts_parser(commands)
+
     receiver = commands.add_parser("city-receiver", help="run the reference city receiver")
     receiver.add_argument(
         "args", nargs=argparse.REMAINDER, help="--db FILE --port N --keys FILE [--host ADDR]"
@@ -92,6 +96,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_run_hub(args.config))
     if args.command == "simulate":
         return asyncio.run(_simulate(args))
+    if args.command == "alerts":
+        from hub.alerts.cli import run as run_alerts_command
+
+        return run_alerts_command(args)
     if args.command == "city-receiver":
         from sync.receiver import main as receiver_main
 
