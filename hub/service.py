@@ -80,7 +80,6 @@ class HubService:
             config.alerts,
             self.journal,
             self.clock,
-            self.ingest.publish,
             self._place_of,
             f"{config.mqtt.crew_topic_root}/{config.hub.id}/crews",
             (config.mqtt.host, config.mqtt.port, config.client_id),

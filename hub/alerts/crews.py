@@ -13,10 +13,9 @@ import logging
 from typing import Any
 
 from hub.alerts.acks import AckDesk
-from hub.alerts.channels import Publish
+from hub.alerts.crew_mqtt import CrewMqtt
 from hub.alerts.delivery import Dispatcher, standard_channels
 from hub.alerts.errors import ModemError
-from hub.alerts.handsets import HandsetAcks
 from hub.alerts.lifecycle import AlertService, Locate
 from hub.alerts.modem import GsmModem
 from hub.alerts.replies import SmsReplies
@@ -35,7 +34,6 @@ class CrewAlerts:
         settings: AlertsSection,
         journal: Journal,
         clock: Clock,
-        publish: Publish,
         locate: Locate,
         crews_prefix: str,
         broker: tuple[str, int, str],
@@ -44,13 +42,12 @@ class CrewAlerts:
         self._clock = clock
         self._crews_prefix = crews_prefix
         self.modem = _modem(settings)
-        self.dispatcher = Dispatcher(
-            journal, clock, settings, standard_channels(publish, self.modem), self.team_topic
-        )
+        self.dispatcher = Dispatcher(journal, clock, settings, {}, self.team_topic)
         self.alerts = AlertService(journal, clock, self.dispatcher, settings, locate)
         self.desk = AckDesk(self.alerts, journal, clock)
         host, port, client_id = broker
-        self.handsets = HandsetAcks(self.desk, host, port, f"{client_id}-acks", crews_prefix)
+        self.mqtt = CrewMqtt(self.desk, host, port, f"{client_id}-crews", crews_prefix)
+        self.dispatcher.channels.update(standard_channels(self.mqtt.publish, self.modem))
         self.replies = (
             None
             if self.modem is None or settings.modem is None
@@ -66,14 +63,14 @@ class CrewAlerts:
         """Migrate the tables, open the modem, start ticking and listening."""
         await self.alerts.start()
         await self._open_modem()
-        self.handsets.start(asyncio.get_running_loop())
+        self.mqtt.start(asyncio.get_running_loop())
         self._tasks.append(asyncio.create_task(self.alerts.run(), name="alerts-tick"))
         if self.replies is not None:
             task = asyncio.create_task(self.replies.run(), name="alerts-sms-replies")
             self._tasks.append(task)
 
     async def stop(self) -> None:
-        self.handsets.stop()
+        self.mqtt.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:

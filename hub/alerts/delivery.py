@@ -60,14 +60,14 @@ class Dispatcher:
         self._journal = journal
         self._clock = clock
         self._settings = settings
-        self._channels = channels
+        self.channels = channels
         self._team_topic = team_topic
         self._pending: set[asyncio.Task[None]] = set()
 
     def __call__(self, team: str, notice: dict[str, Any]) -> None:
         now = self._clock.wall()
         for channel_name, target in self.targets(team):
-            channel = self._channels.get(channel_name)
+            channel = self.channels.get(channel_name)
             if channel is None:
                 logger.warning("team %s wants %s, which is not configured", team, channel_name)
                 continue

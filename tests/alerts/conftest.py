@@ -28,6 +28,7 @@ async def running_hub(
     service = HubService(config)
     await service.start()
     assert service.ingest.wait_connected(10)
+    assert service.crews.mqtt.wait_listening(10)
     time.sleep(0.2)  # let the subscription settle at the broker
     return service
 

@@ -1,4 +1,9 @@
-"""Acknowledgements published by crews' handsets on their team's MQTT topic.
+"""The hub's own MQTT connection to crews' handsets: pages out, acknowledgements in.
+
+Pages go out on ``<crew topic root>/<hub id>/crews/<team>/alerts`` at QoS 1, on a
+connection separate from device ingest, so a page never queues behind thousands of
+device acknowledgements, and with TCP_NODELAY, so a small page is not held back by
+Nagle's algorithm waiting for the broker's delayed ACK (about 40 ms on Linux).
 
 A handset publishes ``{"handset": "hs-7", "alert_id": 12, "action": "ack"}`` (or
 ``"resolve"``) on ``<crew topic root>/<hub id>/crews/<team>/acks``. The hub listens
@@ -11,6 +16,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import socket
+import threading
 from collections.abc import Coroutine
 from typing import Any
 
@@ -22,8 +29,8 @@ from hub.alerts.acks import AckDesk, AckRequest
 logger = logging.getLogger(__name__)
 
 
-class HandsetAcks:
-    """Subscribes to every team's ack topic and passes requests to the desk."""
+class CrewMqtt:
+    """Publishes pages and passes handsets' acknowledgements to the desk."""
 
     def __init__(
         self,
@@ -43,12 +50,23 @@ class HandsetAcks:
         if credentials is not None:
             self._client.username_pw_set(*credentials)
         self._client.on_connect = self._on_connect
+        self._client.on_socket_open = _no_delay
+        self._subscribed = threading.Event()
+        self._client.on_subscribe = lambda *_: self._subscribed.set()
         self._client.on_message = self._on_message
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._client.connect_async(self._host, self._port, keepalive=30)
         self._client.loop_start()
+
+    def wait_listening(self, timeout: float) -> bool:
+        """Wait until the broker confirmed the acknowledgement subscription."""
+        return self._subscribed.wait(timeout)
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        """Queue a page at QoS 1; paho sends it, after a reconnect if need be."""
+        self._client.publish(topic, payload, qos=1)
 
     def stop(self) -> None:
         self._client.disconnect()
@@ -72,6 +90,11 @@ class HandsetAcks:
             coroutine = self._desk.handle(request, team_topic=team)
         future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
         future.add_done_callback(_log_failure)
+
+
+def _no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _request(raw: str) -> AckRequest | None:
