@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from hub.alerts import AlertsSection, DevicePlace
 from hub.alerts.routing import Router
@@ -52,3 +53,13 @@ def test_a_bad_alerts_section_names_the_field(tmp_path: Path) -> None:
 
     message = str(caught.value)
     assert "hall.yaml" in message and "team" in message and "opens" in message
+
+
+def test_the_readme_alerts_example_is_valid() -> None:
+    """The ``alerts:`` example in the README loads as written."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    block = readme.split("```yaml\nalerts:", 1)[1].split("```", 1)[0]
+    section = AlertsSection.model_validate(yaml.safe_load("alerts:" + block)["alerts"])
+
+    assert section.routes[0].team == "duty_desk"
+    assert section.handsets["hs-desk-1"] == "duty_desk"
