@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from hub import metrics
 from hub.alerts.errors import AlertError
 from hub.alerts.lifecycle import AlertService
 from hub.alerts.store import alert_by_id
@@ -84,6 +85,7 @@ class AckDesk:
             request.sender,
             reason,
         )
+        metrics.ACK_REFUSALS.labels(request.source).inc()
         now = self._clock.wall()
         await self._journal.write(
             lambda conn: conn.execute(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from hub import metrics
 from hub.alerts.channels import (
     AppriseChannel,
     Channel,
@@ -63,8 +64,12 @@ class Dispatcher:
         self.channels = channels
         self._team_topic = team_topic
         self._pending: set[asyncio.Task[None]] = set()
+        self._closed = False
 
     def __call__(self, team: str, notice: dict[str, Any]) -> None:
+        if self._closed:
+            logger.warning("hub stopping; alert %s not paged", notice["alert_id"])
+            return
         now = self._clock.wall()
         for channel_name, target in self.targets(team):
             channel = self.channels.get(channel_name)
@@ -96,6 +101,8 @@ class Dispatcher:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
     async def cancel(self) -> None:
+        """Stop taking pages and end deliveries under way (the hub is stopping)."""
+        self._closed = True
         for task in list(self._pending):
             task.cancel()
         await asyncio.gather(*list(self._pending), return_exceptions=True)
@@ -126,6 +133,7 @@ class Dispatcher:
 
     async def _record(self, delivery: Delivery, attempts: int, error: str | None) -> None:
         state = "failed" if error else "delivered"
+        metrics.ALERT_DELIVERIES.labels(delivery.channel.name, state).inc()
         target = delivery.target if delivery.channel.local else redact_url(delivery.target)
         if error:
             logger.error(

@@ -87,6 +87,24 @@ class GsmModem:
                 self._command(f"AT+CMGD={message.index}".encode())
         return messages
 
+    def listen(self, seconds: float) -> bool:
+        """Watch the port between commands; True once ``+CMTI`` announced a message."""
+        deadline = time.monotonic() + seconds
+        with self._lock:
+            if self._serial is None:
+                raise ModemError("sms", self.port, "modem is not open")
+            pending = b""
+            while time.monotonic() < deadline and not self.new_message_waiting:
+                try:
+                    pending += self._serial.read_until(b"\n")
+                except serial.SerialException as exc:
+                    raise ModemError("sms", self.port, f"read failed: {exc}") from exc
+                lines = pending.split(b"\n")
+                pending = lines.pop()
+                if any(line.strip().startswith(b"+CMTI:") for line in lines):
+                    self.new_message_waiting = True
+            return self.new_message_waiting
+
     # -- one exchange (lock held) -------------------------------------------------
 
     def _command(self, command: bytes) -> list[str]:

@@ -1,8 +1,9 @@
 """SMS replies: crews acknowledge by texting ``ACK 12`` back to the hall's modem.
 
-The modem is polled (``AT+CMGL``) every `poll_interval` on the injected clock; a
-``+CMTI`` seen meanwhile only marks that something waits. Each message is read once
-and deleted from the SIM, then handed to the `AckDesk`.
+Between commands the port is watched for ``+CMTI`` (a new message), which makes the
+hub read the inbox (``AT+CMGL``) at once; the inbox is also read every
+`poll_interval` in case an indication was missed. Each message is read once and
+deleted from the SIM, then handed to the `AckDesk`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from hub.clock import Clock
 
 logger = logging.getLogger(__name__)
 
+# How long one watch holds the modem; an SMS page waits at most this long for it.
+LISTEN_WINDOW = 0.3
+
 
 class SmsReplies:
     """Reads the modem's inbox and acts on acknowledgements in it."""
@@ -29,24 +33,36 @@ class SmsReplies:
         self._outage_logged = False
 
     async def run(self) -> None:
-        """Poll until cancelled; a modem failure is logged once and polling goes on."""
+        """Watch and poll until cancelled; a modem failure is logged once, then retried."""
+        last_poll = self._clock.monotonic()
         while True:
-            await self._clock.sleep(self._interval)
-            await self.poll()
+            try:
+                announced = await asyncio.to_thread(self._modem.listen, LISTEN_WINDOW)
+            except ModemError as exc:
+                self._report_outage(exc)
+                await self._clock.sleep(self._interval)
+                continue
+            if announced or self._clock.monotonic() - last_poll >= self._interval:
+                last_poll = self._clock.monotonic()
+                await self.poll()
+            await asyncio.sleep(0)  # let a waiting page take the modem
 
     async def poll(self) -> int:
         """Read the inbox once; returns how many messages were handled."""
         try:
             messages = await asyncio.to_thread(self._modem.read_unread)
         except ModemError as exc:
-            if not self._outage_logged:
-                logger.error("cannot read SMS replies: %s", exc)
-                self._outage_logged = True
+            self._report_outage(exc)
             return 0
         self._outage_logged = False
         for message in messages:
             await self._handle(message)
         return len(messages)
+
+    def _report_outage(self, exc: ModemError) -> None:
+        if not self._outage_logged:
+            logger.error("cannot read SMS replies: %s", exc)
+            self._outage_logged = True
 
     async def _handle(self, message: IncomingSms) -> None:
         parsed = parse_reply(message.text)

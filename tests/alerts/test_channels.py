@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hub.broker import ManagedBroker
+from hub.metrics import REGISTRY
 from tests.alerts.conftest import running_hub
 from tests.alerts.kit import rows
 from tests.alerts.servers import simulated_modem, smtp_server, webhook_receiver
@@ -12,6 +13,11 @@ from tests.conftest import free_port
 from tests.hubkit import Listener, eventually
 
 DESK_PHONE = "+8613800000001"
+
+
+def _count(channel: str, state: str) -> float:
+    labels = {"channel": channel, "state": state}
+    return REGISTRY.get_sample_value("hallhub_alert_deliveries_total", labels) or 0.0
 
 
 def _alerts_section(modem_port: str, smtp_port: int, webhook: str) -> dict[str, object]:
@@ -67,6 +73,7 @@ async def test_wan_down_webhook_and_email_fail_while_sms_and_mqtt_deliver(
 ) -> None:
     """With the internet channels unreachable, retries are recorded and local pages go out."""
     dead_port = free_port()  # nothing listens here: the "WAN" is down
+    failed_before = _count("webhook", "failed")
     with simulated_modem(tmp_path) as (modem_port, modem):
         section = _alerts_section(modem_port, dead_port, f"json://127.0.0.1:{dead_port}/robot")
         hub = await running_hub(broker, tmp_path / "hub", unique_topic_root, section)
@@ -91,6 +98,7 @@ async def test_wan_down_webhook_and_email_fail_while_sms_and_mqtt_deliver(
         assert deliveries[internet]["attempts"] == 3
         assert deliveries[internet]["last_error"] == "refused or unreachable"
     assert deliveries["sms"]["attempts"] == 1 and deliveries["mqtt"]["attempts"] == 1
+    assert _count("webhook", "failed") == failed_before + 1
 
 
 async def test_a_failing_modem_is_retried_and_recorded_without_blocking_mqtt(
