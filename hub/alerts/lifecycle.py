@@ -54,6 +54,7 @@ class AlertPolicy:
     latched: frozenset[str]
     flap_transitions: int
     flap_window: float
+    never_suppress: frozenset[str]
 
     @classmethod
     def from_settings(cls, settings: AlertsSection) -> AlertPolicy:
@@ -64,6 +65,7 @@ class AlertPolicy:
             latched=frozenset(settings.latched_conditions),
             flap_transitions=settings.flapping.transitions,
             flap_window=settings.flapping.window,
+            never_suppress=frozenset(settings.flapping.never_suppress),
         )
 
 
@@ -122,7 +124,7 @@ class AlertService:
             active = active_alert(conn, key)
             if active is not None:
                 return self._count_again(conn, active, now), []
-            flapping = self._record_transition(conn, key, now)
+            flapping = self._record_transition(conn, key, now, severity)
             cursor = conn.execute(
                 "INSERT INTO alerts (alert_key, device_id, condition, severity, team, state,"
                 " message, opened_at, opened_by_event, kind, zone, floor, latched, updated_at)"
@@ -165,7 +167,7 @@ class AlertService:
             active = active_alert(conn, key)
             if active is None:
                 return None, []
-            flapping = self._record_transition(conn, key, now)
+            flapping = self._record_transition(conn, key, now, active["severity"])
             if active["state"] == "suppressed" or flapping:
                 return self._suppress(conn, active["alert_id"], now, condition_active=False)
             return self._resolve(conn, active, now, by)
@@ -262,7 +264,7 @@ class AlertService:
         self, conn: sqlite3.Connection, active: dict[str, Any], now: float
     ) -> dict[str, Any]:
         if active["state"] == "suppressed" and not active["condition_active"]:
-            self._record_transition(conn, active["alert_key"], now)
+            self._record_transition(conn, active["alert_key"], now, active["severity"])
         conn.execute(
             "UPDATE alerts SET count = count + 1, condition_active = 1, updated_at = ?"
             " WHERE alert_id = ?",
@@ -270,9 +272,13 @@ class AlertService:
         )
         return _row(conn, active["alert_id"])
 
-    def _record_transition(self, conn: sqlite3.Connection, key: str, now: float) -> bool:
+    def _record_transition(
+        self, conn: sqlite3.Connection, key: str, now: float, severity: str
+    ) -> bool:
         """Remember one change of the condition; True if it is now flapping."""
         conn.execute("INSERT INTO alert_transitions (alert_key, at) VALUES (?, ?)", (key, now))
+        if severity in self.policy.never_suppress:
+            return False
         (recent,) = conn.execute(
             "SELECT COUNT(*) FROM alert_transitions WHERE alert_key = ? AND at > ?",
             (key, now - self.policy.flap_window),

@@ -66,10 +66,16 @@ class ClosedHours(_Section):
 
 
 class Flapping(_Section):
-    """A condition changing `transitions` times within `window` seconds is flapping."""
+    """A condition changing `transitions` times within `window` seconds is flapping.
+
+    Severities in `never_suppress` page every time however often they repeat: a
+    toilet call pressed again after each reset is a person, not a fault, until
+    someone has looked.
+    """
 
     transitions: int = Field(default=6, ge=2)
     window: float = Field(default=300, gt=0)
+    never_suppress: list[Severity] = ["urgent"]
 
 
 class TeamChannels(_Section):

@@ -142,3 +142,20 @@ async def test_alert_resolved_inside_its_silence_never_pages(tmp_path: Path) -> 
 
     assert stored == [{"state": "resolved"}]
     assert pages.sent == []
+
+
+async def test_urgent_calls_are_never_suppressed_however_often_they_repeat(
+    tmp_path: Path,
+) -> None:
+    """A toilet call pressed again after every reset pages every time (a person, not a fault)."""
+    settings = {"flapping": {"transitions": 3, "window": 60}}
+    async with alert_service(tmp_path / "j.sqlite3", settings) as (alerts, clock, pages, journal):
+        for _ in range(5):
+            await alerts.raise_condition("alarm-1", "toilet_call", "urgent", "duty_desk", "c", None)
+            await clock.advance(1)
+            await alerts.clear_condition("alarm-1", "toilet_call")
+            await clock.advance(1)
+        suppressed = rows(journal, "SELECT * FROM alerts WHERE suppressed_at IS NOT NULL")
+
+    assert suppressed == []
+    assert pages.events().count(("duty_desk", "opened")) == 5
