@@ -1,9 +1,16 @@
-"""Alerts for crews: lifecycle, escalation, routing, silences and delivery.
+"""Alerts for crews: lifecycle, escalation, routing, silences, delivery, acknowledging.
 
-Modules, each owning one thing: `lifecycle` (the state machine), `escalation`
-(ladders), `hours` (what pages when the hall is closed), `routing` (which team),
-`silences` (maintenance windows), `store` (reading), `schema` (tables),
-`settings` (the ``alerts:`` configuration section), `errors`.
+Modules, each owning one thing:
+
+* deciding: `lifecycle` (the state machine), `escalation` (ladders), `hours` (what
+  pages when the hall is closed), `routing` (which team), `silences` (maintenance
+  windows);
+* delivering: `delivery` (fan-out, retries, outcomes), `channels` (MQTT, SMS,
+  webhook, e-mail), `modem` (AT commands to a GSM modem), `crew_mqtt` (the hub's
+  connection to handsets);
+* acknowledging: `acks` (who may act), `replies` (SMS replies), `api` (console
+  routes), `mobile` (the phone page), `cli` (``hallhub alerts``);
+* `crews` wires them for the hub service; `store`, `schema`, `settings`, `errors`.
 """
 
 from hub.alerts.errors import (
