@@ -34,6 +34,7 @@ class SimulatedModem:
         self._serial: Any = serial.serial_for_url(port, 115200, timeout=0.05)
         self.sent: list[tuple[str, str]] = []
         self.failing = False
+        self._ucs2 = False
         self._inbox = _Inbox()
         self._write_lock = threading.Lock()
         self._stop = threading.Event()
@@ -82,7 +83,11 @@ class SimulatedModem:
             self._inbox.messages.pop(int(delete.group(1)), None)
             self._send("\r\nOK\r\n")
             return buffer
-        known = command in ("AT", "ATE0", "AT+CMGF=1")
+        if command.startswith("AT+CSCS="):
+            self._ucs2 = command == 'AT+CSCS="UCS2"'
+        known = command in ("AT", "ATE0", "AT+CMGF=1") or command.startswith(
+            ("AT+CSCS=", "AT+CSMP=")
+        )
         self._send("\r\nOK\r\n" if known else "\r\nERROR\r\n")
         return buffer
 
@@ -91,7 +96,11 @@ class SimulatedModem:
         while CTRL_Z not in buffer and not self._stop.is_set():
             buffer += self._serial.read(256)
         text, _, rest = buffer.partition(CTRL_Z)
-        self.sent.append((number, text.decode("ascii", "replace")))
+        if self._ucs2:
+            number = bytes.fromhex(number).decode("utf-16-be")
+            self.sent.append((number, bytes.fromhex(text.decode()).decode("utf-16-be")))
+        else:
+            self.sent.append((number, text.decode("ascii", "replace")))
         self._send(f"\r\n+CMGS: {len(self.sent)}\r\n\r\nOK\r\n")
         return rest
 

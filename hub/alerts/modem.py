@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 CTRL_Z = b"\x1a"
 SMS_LIMIT = 160
+UCS2_LIMIT = 70
 _LISTED = re.compile(r'^\+CMGL: (\d+),"[^"]*","([^"]*)"')
 
 
@@ -67,13 +68,24 @@ class GsmModem:
             self._serial = None
 
     def send_sms(self, number: str, text: str) -> int:
-        """Send one SMS; returns the modem's message reference."""
-        body = _gsm_text(text)
+        """Send one SMS; returns the modem's message reference.
+
+        ASCII text goes as GSM 7-bit (160 characters); anything else, Chinese for a
+        start, as UCS-2 (70 characters): character set "UCS2" (27.007 +CSCS), where
+        the number and the text are written as hex, and data coding scheme 8
+        (27.005 +CSMP), switched back to GSM afterwards.
+        """
+        unicode = not text.isascii()
         with self._lock:
-            self._write(f'AT+CMGS="{number}"\r'.encode())
-            self._expect_prompt(number)
-            self._write(body.encode("ascii") + CTRL_Z)
-            lines = self._until_final(number)
+            if unicode:
+                self._command(b'AT+CSCS="UCS2"')
+                self._command(b"AT+CSMP=17,167,0,8")
+            try:
+                lines = self._submit(number, text, unicode)
+            finally:
+                if unicode:
+                    self._command(b"AT+CSMP=17,167,0,0")
+                    self._command(b'AT+CSCS="GSM"')
         reference = next((line for line in lines if line.startswith("+CMGS:")), "+CMGS: 0")
         return int(reference.split(":", 1)[1].strip() or 0)
 
@@ -106,6 +118,14 @@ class GsmModem:
             return self.new_message_waiting
 
     # -- one exchange (lock held) -------------------------------------------------
+
+    def _submit(self, number: str, text: str, unicode: bool) -> list[str]:
+        address = _ucs2_hex(number) if unicode else number
+        body = _ucs2_hex(text.replace("\x1a", " ")[:UCS2_LIMIT]) if unicode else _gsm_text(text)
+        self._write(f'AT+CMGS="{address}"\r'.encode())
+        self._expect_prompt(number)
+        self._write(body.encode("ascii") + CTRL_Z)
+        return self._until_final(number)
 
     def _command(self, command: bytes) -> list[str]:
         self._write(command + b"\r")
@@ -161,12 +181,13 @@ class GsmModem:
 
 
 def _gsm_text(text: str) -> str:
-    """Text the GSM 7-bit alphabet can carry, at most one SMS long.
+    """ASCII text for GSM 7-bit, at most one SMS long; Ctrl-Z would end it early."""
+    return text.replace("\x1a", " ")[:SMS_LIMIT]
 
-    Known limit: text mode here is ASCII only; other characters become '?'.
-    """
-    ascii_text = text.encode("ascii", "replace").decode("ascii").replace("\x1a", " ")
-    return ascii_text[:SMS_LIMIT]
+
+def _ucs2_hex(text: str) -> str:
+    """Text as the modem's "UCS2" character set wants it: UTF-16BE, upper-case hex."""
+    return text.encode("utf-16-be").hex().upper()
 
 
 def _parse_listing(lines: list[str]) -> list[IncomingSms]:

@@ -125,3 +125,31 @@ async def test_a_failing_modem_is_retried_and_recorded_without_blocking_mqtt(
     assert sms[0]["state"] == "failed" and sms[0]["attempts"] == 3
     assert "ERROR" in sms[0]["last_error"]
     assert modem.sent == []
+
+
+async def test_chinese_page_goes_as_ucs2_sms(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """A page in Chinese reaches the phone intact (UCS-2), and the modem is back in GSM."""
+    with simulated_modem(tmp_path) as (modem_port, modem):
+        section = _alerts_section(modem_port, free_port(), "json://127.0.0.1:1/none")
+        section["teams"] = {"duty_desk": {"sms": [DESK_PHONE]}}
+        hub = await running_hub(broker, tmp_path / "hub", unique_topic_root, section)
+        try:
+            first = await hub.alerts.raise_condition(
+                "alarm-1", "toilet_call", "urgent", "duty_desk", "一楼无障碍卫生间呼叫", None
+            )
+            await eventually(lambda: modem.sent)
+            second = await hub.alerts.raise_condition(
+                "pad-1", "stuck", "urgent", "duty_desk", "Pad stuck", None
+            )
+            await eventually(lambda: len(modem.sent) == 2)
+        finally:
+            await hub.stop()
+
+    assert modem.sent[0] == (
+        DESK_PHONE,
+        f"[urgent] #{first['alert_id']} opened: 一楼无障碍卫生间呼叫"
+        f" - reply ACK {first['alert_id']}",
+    )
+    assert modem.sent[1][1].startswith(f"[urgent] #{second['alert_id']} opened: Pad stuck")
