@@ -28,6 +28,10 @@ with warnings.catch_warnings():
 
 logger = logging.getLogger(__name__)
 
+# apprise logs each full target URL at DEBUG; webhook URLs carry their secret in the
+# path, and secrets are never logged, even with ``--log-level DEBUG``.
+logging.getLogger("apprise").setLevel(logging.INFO)
+
 Publish = Callable[[str, bytes], None]
 
 

@@ -102,7 +102,8 @@ def _print_alerts(alerts: list[dict[str, Any]]) -> None:
         sys.stdout.write("no alerts\n")
         return
     for alert in alerts:
+        held = f"  (held: {alert['hold_reason']})" if alert.get("hold_reason") else ""
         sys.stdout.write(
             f"{alert['alert_id']:>5}  {alert['state']:<12} {alert['severity']:<7}"
-            f" {alert['team']:<14} x{alert['count']:<4} {alert['message']}\n"
+            f" {alert['team']:<14} x{alert['count']:<4} {alert['message']}{held}\n"
         )

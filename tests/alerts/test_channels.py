@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from hub.broker import ManagedBroker
 from hub.metrics import REGISTRY
@@ -153,3 +156,29 @@ async def test_chinese_page_goes_as_ucs2_sms(
         f" - reply ACK {first['alert_id']}",
     )
     assert modem.sent[1][1].startswith(f"[urgent] #{second['alert_id']} opened: Pad stuck")
+
+
+async def test_webhook_secret_stays_out_of_the_logs_even_at_debug(
+    broker: ManagedBroker,
+    tmp_path: Path,
+    unique_topic_root: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A failing webhook is logged by host only; its secret path never appears."""
+    secret = "robot-key-7f3a9c"
+    dead = free_port()
+    section = _alerts_section("/nonexistent/tty", dead, f"json://127.0.0.1:{dead}/{secret}")
+    section.pop("modem")
+    section["retry"] = {"attempts": 1, "first_delay": 0.05, "max_delay": 0.05}
+    caplog.set_level(logging.DEBUG)
+    hub = await running_hub(broker, tmp_path / "hub", unique_topic_root, section)
+    try:
+        await hub.alerts.raise_condition("alarm-1", "toilet_call", "urgent", "duty_desk", "c", None)
+        await hub.crews.dispatcher.drain()
+        stored = rows(hub.journal, "SELECT target FROM alert_deliveries WHERE channel = 'webhook'")
+    finally:
+        await hub.stop()
+
+    assert "webhook to json://127.0.0.1:" in caplog.text
+    assert secret not in caplog.text
+    assert secret not in stored[0]["target"]
