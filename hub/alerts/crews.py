@@ -16,6 +16,7 @@ from hub.alerts.acks import AckDesk
 from hub.alerts.crew_mqtt import CrewMqtt
 from hub.alerts.delivery import Dispatcher, standard_channels
 from hub.alerts.errors import ModemError
+from hub.alerts.hours import OpeningHours
 from hub.alerts.lifecycle import AlertService, Locate
 from hub.alerts.modem import GsmModem
 from hub.alerts.replies import SmsReplies
@@ -37,13 +38,14 @@ class CrewAlerts:
         locate: Locate,
         crews_prefix: str,
         broker: tuple[str, int, str],
+        hours: OpeningHours | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
         self._crews_prefix = crews_prefix
         self.modem = _modem(settings)
         self.dispatcher = Dispatcher(journal, clock, settings, {}, self.team_topic)
-        self.alerts = AlertService(journal, clock, self.dispatcher, settings, locate)
+        self.alerts = AlertService(journal, clock, self.dispatcher, settings, locate, hours)
         self.desk = AckDesk(self.alerts, journal, clock)
         host, port, client_id = broker
         self.mqtt = CrewMqtt(self.desk, host, port, f"{client_id}-crews", crews_prefix)

@@ -53,10 +53,13 @@ class PagingPolicy:
         self._page_when_closed = page_when_closed
 
     @classmethod
-    def from_settings(cls, settings: ClosedHours | None) -> PagingPolicy:
+    def from_settings(
+        cls, settings: ClosedHours | None, hours: OpeningHours | None = None
+    ) -> PagingPolicy:
+        """From ``closed_hours:``; `hours` (a hall calendar, say) replaces its times."""
         if settings is None:
-            return cls(AlwaysOpen(), frozenset())
-        return cls(FixedHours(settings), frozenset(settings.page_when_closed))
+            return cls(hours or AlwaysOpen(), frozenset())
+        return cls(hours or FixedHours(settings), frozenset(settings.page_when_closed))
 
     def pages_now(self, severity: str, wall: float) -> bool:
         return severity in self._page_when_closed or self.hours.is_open(wall)

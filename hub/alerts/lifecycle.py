@@ -24,7 +24,7 @@ from typing import Any
 from hub import metrics
 from hub.alerts.errors import AlertLatchedError, AlertNotFoundError
 from hub.alerts.escalation import Ladders
-from hub.alerts.hours import PagingPolicy
+from hub.alerts.hours import OpeningHours, PagingPolicy
 from hub.alerts.routing import DevicePlace, Router
 from hub.alerts.schema import migrate
 from hub.alerts.settings import AlertsSection
@@ -57,11 +57,13 @@ class AlertPolicy:
     never_suppress: frozenset[str]
 
     @classmethod
-    def from_settings(cls, settings: AlertsSection) -> AlertPolicy:
+    def from_settings(
+        cls, settings: AlertsSection, hours: OpeningHours | None = None
+    ) -> AlertPolicy:
         return cls(
             router=Router(settings.routes),
             ladders=Ladders(settings.ladders, settings.team_ladders),
-            paging=PagingPolicy.from_settings(settings.closed_hours),
+            paging=PagingPolicy.from_settings(settings.closed_hours, hours),
             latched=frozenset(settings.latched_conditions),
             flap_transitions=settings.flapping.transitions,
             flap_window=settings.flapping.window,
@@ -79,12 +81,13 @@ class AlertService:
         announce: Notify,
         settings: AlertsSection | None = None,
         locate: Locate = _nowhere,
+        hours: OpeningHours | None = None,
     ) -> None:
         self._journal = journal
         self._clock = clock
         self._notify = announce
         self.settings = settings or AlertsSection()
-        self.policy = AlertPolicy.from_settings(self.settings)
+        self.policy = AlertPolicy.from_settings(self.settings, hours)
         self._locate = locate
 
     async def start(self) -> None:

@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from tests.alerts.kit import MONDAY_10AM, alert_service, rows
+from hub.alerts import AlertService, AlertsSection
+from hub.clock import ManualClock
+from hub.journal import Journal
+from tests.alerts.kit import MONDAY_10AM, Pages, alert_service, rows
 
 HOUR = 3600.0
 
@@ -114,3 +117,28 @@ async def test_the_tick_loop_escalates_as_the_clock_advances(tmp_path: Path) -> 
         await asyncio.gather(loop, return_exceptions=True)
 
     assert escalated
+
+
+class _HolidayCalendar:
+    """A hall calendar stand-in: the whole day is a public holiday (closed)."""
+
+    def is_open(self, wall: float) -> bool:
+        return False
+
+
+async def test_a_calendar_plugs_in_as_the_opening_hours(tmp_path: Path) -> None:
+    """Any object with is_open() decides closed hours: on a holiday, only urgent pages."""
+    journal = Journal(tmp_path / "j.sqlite3", "hall-test")
+    journal.open()
+    pages = Pages()
+    settings = AlertsSection.model_validate({"closed_hours": {}})
+    clock = ManualClock(MONDAY_10AM)
+    alerts = AlertService(journal, clock, pages, settings, hours=_HolidayCalendar())
+    try:
+        await alerts.start()
+        await alerts.raise_condition("printer-1", "jam", "high", "maint", "jam", None)
+        await alerts.raise_condition("alarm-1", "toilet_call", "urgent", "duty_desk", "c", None)
+    finally:
+        journal.close()
+
+    assert pages.events() == [("duty_desk", "opened")]  # Monday 10:00, but a holiday
