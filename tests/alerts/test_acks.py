@@ -105,6 +105,10 @@ async def test_sms_reply_acknowledges_and_a_stranger_is_refused(
             await eventually(lambda: modem.sent)
             modem.deliver_reply("+8613999999999", f"ACK {call['alert_id']}")
             await eventually(lambda: rows(hub.journal, "SELECT * FROM alert_ack_refusals"))
+            modem.deliver_reply(DESK_PHONE, "on my way")
+            await eventually(
+                lambda: len(rows(hub.journal, "SELECT * FROM alert_ack_refusals")) == 2
+            )
             modem.deliver_reply(DESK_PHONE, f"ack {call['alert_id']}")
             await eventually(lambda: _state(hub, call["alert_id"])["state"] == "acknowledged")
             alert = _state(hub, call["alert_id"])
@@ -115,6 +119,7 @@ async def test_sms_reply_acknowledges_and_a_stranger_is_refused(
     assert alert["acknowledged_by"] == f"sms:{DESK_PHONE}"
     assert refusal[0]["sender"] == "+8613999999999"
     assert "not a number of a team paged" in refusal[0]["reason"]
+    assert refusal[1]["raw"] == "on my way" and "not ACK <id>" in refusal[1]["reason"]
 
 
 def test_sms_reply_forms() -> None:
