@@ -288,6 +288,10 @@ class HubService:
         handled = await self._catch_up_rules()
         while True:
             events = await self._committed.get()
+            # Take every group committed meanwhile, so saving progress once per pass
+            # (a journal round trip) cannot make the rules fall ever further behind.
+            while not self._committed.empty():
+                events = [*events, *self._committed.get_nowait()]
             fresh = [event for event in events if event.seq > handled[event.lane]]
             for event in fresh:
                 change = self.registry.observe(event, self.clock.monotonic())
