@@ -75,6 +75,7 @@ class MqttIngest:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._outage_logged = False
+        self._journal_outage = False
         self._stopping = False
         self.on_taken_over: Callable[[], None] | None = None
         self._client = self._make_client()
@@ -294,10 +295,14 @@ class MqttIngest:
             return
         metrics.EVENTS_INGESTED.labels(kind, "duplicate" if outcome.duplicate else "accepted").inc()
         self._client.ack(message.mid, message.qos)
+        if self._journal_outage:
+            self._journal_outage = False
+            logger.info("journal commits again; held messages are going in")
 
     def _retry_later(self, attempt: int, retry: Callable[[], None]) -> None:
         delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (attempt - 1))
-        if attempt == 1:
+        if not self._journal_outage:
+            self._journal_outage = True
             logger.error("journal cannot commit; holding messages and retrying")
         timer = threading.Timer(delay, retry)
         timer.daemon = True

@@ -345,11 +345,24 @@ class Journal:
                 outcome: Any = self._insert(conn, item.observation)
             else:
                 outcome = item.work(conn)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO item")
+            outcome = _storage_failure(exc) or exc
         except Exception as exc:  # one bad item must not sink the group
             conn.execute("ROLLBACK TO item")
             outcome = exc
         conn.execute("RELEASE item")
         return outcome
+
+    def set_size_limit(self, max_bytes: int | None) -> concurrent.futures.Future[None]:
+        """Cap the journal file's size (None lifts the cap); past it, commits fail as full."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = (max_bytes // page_size) if max_bytes is not None else 0xFFFFFFFE
+            conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+        return self.call(apply)
 
     def _insert(self, conn: sqlite3.Connection, obs: Observation) -> Appended:
         seq = self._last_seq[obs.lane] + 1
@@ -429,6 +442,21 @@ def _settle_future(future: asyncio.Future[Appended], outcome: Appended | BaseExc
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+# SQLite primary result codes that mean the storage failed, not the data offered:
+# BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+_STORAGE_FAILURES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 26})
+
+
+def _storage_failure(exc: sqlite3.Error) -> JournalError | None:
+    """A `JournalError` if `exc` means the disk or file failed, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _STORAGE_FAILURES:
+        return None
+    failure = JournalError(f"journal storage failed: {exc}")
+    failure.__cause__ = exc
+    return failure
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

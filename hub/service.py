@@ -29,7 +29,7 @@ from hub.alerts.crews import CrewAlerts
 from hub.broker import Broker, start_broker
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
-from hub.errors import HallhubError
+from hub.errors import HallhubError, JournalError
 from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
 from hub.journal import Journal, read_lane
 from hub.statelock import StateLock
@@ -294,13 +294,20 @@ class HubService:
                 events = [*events, *self._committed.get_nowait()]
             fresh = [event for event in events if event.seq > handled[event.lane]]
             for event in fresh:
-                change = self.registry.observe(event, self.clock.monotonic())
-                if change is not None:
-                    await self._journal_health(change)
+                await self._observe_health(event)
                 await self._apply_rules(event)
                 handled[event.lane] = event.seq
             if fresh:
                 await self._save_rule_progress(handled)
+
+    async def _observe_health(self, event: Event) -> None:
+        change = self.registry.observe(event, self.clock.monotonic())
+        if change is None:
+            return
+        try:
+            await self._journal_health(change)
+        except JournalError as exc:
+            logger.error("could not journal %s going %s: %s", change.device_id, change.online, exc)
 
     async def _catch_up_rules(self) -> dict[Lane, int]:
         with self.journal.reading() as conn:
@@ -334,7 +341,12 @@ class HubService:
                 rows,
             )
 
-        await self.journal.write(save)
+        try:
+            await self.journal.write(save)
+        except JournalError as exc:
+            # Not fatal: the next save covers it, and a restart re-evaluates at most
+            # these events (alerts count a repeat rather than opening twice).
+            logger.warning("could not record rule progress: %s", exc)
 
     async def _apply_rules(self, event: Event) -> None:
         try:

@@ -313,3 +313,39 @@ async def test_acknowledging_an_impossible_alert_id_is_not_found(hub: HubService
             headers={"Authorization": f"Bearer {hub.token}"},
         )
     assert reply.status_code == 404
+
+
+async def test_call_held_while_the_journal_is_full_arrives_once_space_returns(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """With the journal full, ratings and a toilet call are held, not lost or refused;
+    they are journaled and the call alerts once space returns."""
+    root = hub.config.mqtt.topic_root
+    hub.journal.set_size_limit(hub.journal.path.stat().st_size).result(timeout=5)
+    for n in range(300):
+        device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": f"W{n}"})
+    device.publish(f"{root}/alarm-1/call", {"source": "cord"})
+    await asyncio.sleep(1.5)
+    held = 300 - count(hub, "SELECT COUNT(*) FROM events WHERE type = 'rating'")
+    assert held > 0, "the size limit did not fill the journal"
+    assert count(hub, "SELECT COUNT(*) FROM events WHERE type = 'call'") == 0
+
+    await eventually(lambda: _lift_size_limit(hub), timeout=10)
+
+    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM alerts"), timeout=40)
+    await eventually(
+        lambda: count(hub, "SELECT COUNT(*) FROM events WHERE type = 'rating'") == 300, 40
+    )
+    assert count(hub, "SELECT COUNT(*) FROM events WHERE type = 'call'") == 1
+    assert count(hub, "SELECT COUNT(*) FROM dead_letters") == 0
+
+
+def _lift_size_limit(hub: HubService) -> bool:
+    """Lift the cap; while the journal is full, the group carrying it may fail too."""
+    from hub.errors import JournalError
+
+    try:
+        hub.journal.set_size_limit(None).result(timeout=5)
+    except JournalError:
+        return False
+    return True
