@@ -31,6 +31,7 @@ from hub.alerts.modem import GsmModem
 from hub.alerts.settings import AlertsSection
 from hub.alerts.store import encode_notice
 from hub.clock import Clock
+from hub.errors import JournalError
 from hub.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -156,15 +157,24 @@ class Dispatcher:
             "queued_at": delivery.queued_at,
             "finished_at": self._clock.wall(),
         }
-        await self._journal.write(
-            lambda conn: conn.execute(
-                "INSERT INTO alert_deliveries (alert_id, event, team, channel, target, state,"
-                " attempts, last_error, queued_at, finished_at) VALUES (:alert_id, :event,"
-                " :team, :channel, :target, :state, :attempts, :last_error, :queued_at,"
-                " :finished_at)",
-                row,
+        try:
+            await self._journal.write(
+                lambda conn: conn.execute(
+                    "INSERT INTO alert_deliveries (alert_id, event, team, channel, target, state,"
+                    " attempts, last_error, queued_at, finished_at) VALUES (:alert_id, :event,"
+                    " :team, :channel, :target, :state, :attempts, :last_error, :queued_at,"
+                    " :finished_at)",
+                    row,
+                )
             )
-        )
+        except JournalError as exc:
+            # The page went (or failed) regardless; only its record is missing.
+            logger.error(
+                "could not record the %s delivery of alert %s: %s",
+                delivery.channel.name,
+                row["alert_id"],
+                exc,
+            )
 
 
 def standard_channels(publish: Publish, modem: GsmModem | None) -> dict[str, Channel]:

@@ -44,7 +44,10 @@ class SmsReplies:
                 continue
             if announced or self._clock.monotonic() - last_poll >= self._interval:
                 last_poll = self._clock.monotonic()
-                await self.poll()
+                try:
+                    await self.poll()
+                except Exception:  # a journal outage must not end SMS acknowledgements
+                    logger.exception("handling SMS replies failed; reading on")
             await asyncio.sleep(0)  # let a waiting page take the modem
 
     async def poll(self) -> int:
