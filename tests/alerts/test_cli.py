@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import pytest
 
@@ -52,3 +53,20 @@ async def test_refusals_and_a_wrong_token_are_clear_errors(
 
     assert code == 2 and "409" in refused and "reset at the device" in refused
     assert missing == 2 and "--token-file" in no_token
+
+
+async def test_config_file_gives_the_url_and_the_token(
+    hub: HubService, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """With --config, the CLI finds the console and the token file as the hub does."""
+    config = tmp_path / "hallhub.yaml"
+    config.write_text(
+        f"hub: {{id: hall-test, state_dir: {hub.config.hub.state_dir}}}\n"
+        f"console: {{host: 127.0.0.1, port: {hub.console_port}}}\n",
+        encoding="utf-8",
+    )
+    await hub.alerts.raise_condition("pad-1", "stuck", "normal", "it", "Pad stuck", None)
+
+    code = await asyncio.to_thread(main, ["alerts", "--config", str(config), "list", "--all"])
+
+    assert code == 0 and "Pad stuck" in capsys.readouterr().out
