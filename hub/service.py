@@ -40,6 +40,8 @@ from sync.uplink import Uplink
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL = 1.0
+RULES_RETRY_FIRST = 0.5
+RULES_RETRY_CAP = 30.0
 
 
 @dataclass
@@ -349,10 +351,24 @@ class HubService:
             logger.warning("could not record rule progress: %s", exc)
 
     async def _apply_rules(self, event: Event) -> None:
-        try:
-            await self._evaluate(event)
-        except Exception:  # one failing event must not stop the rules for all
-            logger.exception("rules failed on event %s", event.event_id)
+        """Evaluate `event`; while the journal cannot record the outcome, keep trying.
+
+        Progress only moves past an event once its alerts are on disk, so a full disk
+        delays an alert but never drops it. Any other failure is a fault in one rule:
+        logged, and the rules go on with the next event.
+        """
+        delay = RULES_RETRY_FIRST
+        while True:
+            try:
+                await self._evaluate(event)
+                return
+            except JournalError as exc:
+                logger.error("rules wait for the journal on %s: %s", event.event_id, exc)
+                await self.clock.sleep(delay)
+                delay = min(RULES_RETRY_CAP, delay * 2)
+            except Exception:
+                logger.exception("rules failed on event %s", event.event_id)
+                return
 
     async def _evaluate(self, event: Event) -> None:
         device = self.registry.get(event.device_id)
