@@ -23,12 +23,14 @@ from devices.profiles import load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
 from hub.alerts import AlertService, encode_notice
+from hub.calendar import HallCalendar, load_calendar_settings
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.events import Event, Lane, Observation, hub_event_id
 from hub.journal import Journal
 from hub.tokens import load_or_create_token
-from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
+from rules.layers import hall_layers
+from rules.runner import MqttCommandService, RuleRunner
 from sync.uplink import Uplink
 
 logger = logging.getLogger(__name__)
@@ -71,11 +73,22 @@ class HubService:
         state_dir = config.hub.state_dir
         models = load_models(shipped_models_dir(), *filter(None, [config.models_dir]))
         self.registry = Registry(config.devices, models)
-        self.rules = RulesEngine.from_files([shipped_pack(), *config.rule_files])
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = load_or_create_token(config.console.token_file or state_dir / "api-token")
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
         self.alerts = AlertService(self.journal, self.clock, self._announce)
+        self.calendar = HallCalendar(
+            load_calendar_settings(config.calendar_file) if config.calendar_file else None
+        )
+        self.rules = RuleRunner(
+            journal=self.journal,
+            clock=self.clock,
+            calendar=self.calendar,
+            layers=hall_layers(state_dir, config.rule_files),
+            alerts=self.alerts,
+            commands=MqttCommandService(self.ingest.publish, config.mqtt.topic_root),
+            publish=self.ingest.publish,
+        )
         self.uplink: Uplink | None = None
         self.console_port: int | None = None
         self._committed: asyncio.Queue[list[Event]] = asyncio.Queue()
@@ -100,11 +113,13 @@ class HubService:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
 
         self.journal.add_commit_listener(hand_over)
+        await self.rules.start()
         self._start_uplink()
         self.ingest.start()
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
+        self._tasks.start("rules-timers", self.rules.run())
         await self._start_console()
         await self.alerts.refresh_metrics()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
@@ -223,20 +238,7 @@ class HubService:
         if change is not None:
             await self._journal_health(change)
         device = self.registry.get(event.device_id)
-        zone = device.spec.zone if device else ""
-        for action in self.rules.evaluate(event, zone):
-            metrics.RULE_FIRINGS.labels(action.rule_id).inc()
-            if isinstance(action, RaiseCondition):
-                await self.alerts.raise_condition(
-                    action.device_id,
-                    action.condition,
-                    action.severity,
-                    action.team,
-                    action.message,
-                    action.event_id,
-                )
-            elif isinstance(action, ClearCondition):
-                await self.alerts.clear_condition(action.device_id, action.condition)
+        await self.rules.on_event(event, device.spec.zone if device else "")
 
     async def _watch_health(self) -> None:
         while True:
