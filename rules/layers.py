@@ -89,8 +89,7 @@ def load_layers(layers: list[Layer]) -> RuleSet:
         try:
             rules.append(RuleSpec.model_validate(raw))
         except pydantic.ValidationError as exc:
-            problems = [f"rule {rule_id}: {problem}" for problem in _plain(exc)]
-            raise ConfigError(merged.origin[rule_id], problems) from exc
+            raise _merged_error(exc, rule_id, merged) from exc
     return RuleSet(rules, merged.sources, tuple(path for _, path in files))
 
 
@@ -141,8 +140,33 @@ def _deep_update(target: dict[str, Any], patch: dict[str, Any]) -> None:
             target[key] = copy.deepcopy(value)
 
 
-def _plain(exc: pydantic.ValidationError) -> list[str]:
-    return [".".join(str(p) for p in item["loc"]) + ": " + item["msg"] for item in exc.errors()]
+def _merged_error(exc: pydantic.ValidationError, rule_id: str, merged: _Merged) -> ConfigError:
+    """Blame the file and line that wrote the faulty setting, in whichever layer."""
+    sources = merged.sources[rule_id]
+    blamed_file = merged.origin[rule_id].rsplit(":", 1)[0]
+    problems = []
+    for item in exc.errors():
+        path = [str(part) for part in item["loc"]]
+        source = None
+        for end in range(len(path), 0, -1):
+            prefix = ".".join(path[:end])
+            source = sources.get(prefix) or next(
+                (where for name, where in sources.items() if name.startswith(prefix + ".")), None
+            )
+            if source is not None:
+                break
+        where = ""
+        if source is not None:
+            _layer, blamed_file, line = _split_source(source)
+            where = f"line {line}: "
+        problems.append(f"{where}rule {rule_id}: {'.'.join(path)}: {item['msg']}")
+    return ConfigError(blamed_file, problems)
+
+
+def _split_source(source: str) -> tuple[str, str, str]:
+    layer, rest = source.split(":", 1)
+    file, line = rest.rsplit(":", 1)
+    return layer, file, line
 
 
 class RuleFilesWatcher:

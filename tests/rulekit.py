@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import textwrap
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from hub.clock import ManualClock
 from hub.events import Event, Lane
 from rules.engine import RulesEngine, RuleTime
 from rules.layers import load_layers
@@ -62,3 +64,17 @@ class Moment:
     def jump_wall(self, seconds: float) -> RuleTime:
         self.wall += seconds
         return self.now()
+
+
+async def advance(clock: ManualClock, seconds: float, step: float = 5.0) -> None:
+    """Move a hub's ManualClock in steps, letting its tasks finish their writes between.
+
+    `ManualClock.advance` wakes a sleeper only if it is asleep; a rule tick still
+    writing to the journal would miss the rest of a long advance.
+    """
+    remaining = seconds
+    while remaining > 0:
+        moved = min(step, remaining)
+        await clock.advance(moved)
+        await asyncio.sleep(0.01)
+        remaining -= moved

@@ -25,7 +25,7 @@ from hub.broker import ManagedBroker
 from hub.clock import ManualClock
 from hub.service import HubService
 from tests.hubkit import Listener, eventually, hub_config
-from tests.rulekit import wall_at
+from tests.rulekit import advance, wall_at
 
 MONDAY_10H = "2026-03-02 10:00"
 DEVICES = [
@@ -110,7 +110,7 @@ async def test_toilet_call_raises_urgent_commands_lamp_and_clears_only_on_reset(
         alarm.press()
         opened = await eventually(lambda: hall.alerts("toilet_call"))
         await eventually(lambda: lamp.messages)
-        await hall.clock.advance(3 * 3600)
+        await advance(hall.clock, 3 * 3600, step=600)
         assert hall.alerts("toilet_call")[0]["state"] == "open"
         alarm.reset()
         await eventually(lambda: hall.alerts("toilet_call")[0]["state"] == "resolved")
@@ -145,9 +145,9 @@ async def test_accessible_toilet_occupied_thirty_minutes_raises_welfare_check(
     assert isinstance(sensor, SimulatedOccupancySensor)
     sensor.set_occupancy(1)
     await hall.holding("accessible-toilet-occupied", "wc-occ")
-    await hall.clock.advance(29 * 60)
+    await advance(hall.clock, 29 * 60, step=30)
     assert hall.alerts("welfare_check") == []
-    await hall.clock.advance(61)
+    await advance(hall.clock, 61)
     alert = await eventually(lambda: hall.alerts("welfare_check"))
     sensor.set_occupancy(0)
     await eventually(lambda: hall.alerts("welfare_check")[0]["state"] == "resolved")
@@ -160,7 +160,7 @@ async def test_crowding_in_open_hours_with_hysteresis(hall: Hall) -> None:
     assert isinstance(sensor, SimulatedOccupancySensor)
     sensor.set_occupancy(45)
     await hall.holding("crowding", "1F waiting zone")
-    await hall.clock.advance(601)
+    await advance(hall.clock, 601)
     alert = (await eventually(lambda: hall.alerts("crowding")))[0]
     assert "45 people waiting, open more windows" in alert["message"]
     sensor.set_occupancy(35)
@@ -194,11 +194,11 @@ async def test_device_offline_five_minutes_in_open_hours(hall: Hall) -> None:
     await printer.cut_power()
     await eventually(lambda: _offline_events(hall, "printer-1"))
     await hall.holding("device-offline", "printer-1")
-    await hall.clock.advance(290)
+    await advance(hall.clock, 290)
     assert hall.alerts("offline") == [] or all(
         a["device_id"] != "printer-1" for a in hall.alerts("offline")
     )
-    await hall.clock.advance(15)
+    await advance(hall.clock, 15)
     await eventually(lambda: [a for a in hall.alerts("offline") if a["device_id"] == "printer-1"])
 
 
@@ -210,7 +210,7 @@ async def test_device_powered_down_after_hours_pages_nobody(
     async for hall in start_hall(tmp_path, broker, root, "2026-03-02 19:00"):
         await hall.devices["printer-1"].cut_power()
         await hall.holding("device-offline", "printer-1")
-        await hall.clock.advance(3600)
+        await advance(hall.clock, 3600, step=60)
         assert [a for a in hall.alerts("offline") if a["device_id"] == "printer-1"] == []
 
 

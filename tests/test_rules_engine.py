@@ -340,7 +340,7 @@ def test_invalid_rules_are_refused_with_file_and_line(tmp_path: Path) -> None:
                 then: [{emit: {type: x}}]
             """,
         )
-    with pytest.raises(ConfigError, match="line 6: rules.0.then.0"):
+    with pytest.raises(ConfigError, match=r"line 6: rules\.0\.then\.0"):
         engine_from(
             tmp_path,
             """
