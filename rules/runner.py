@@ -38,6 +38,9 @@ logger = logging.getLogger(__name__)
 
 TICK_INTERVAL = 1.0
 RELOAD_EVERY_TICKS = 5
+CALENDAR_EVERY_TICKS = 60
+CALENDAR_DEVICE = "hub"
+CALENDAR_CONDITIONS = ("clock_not_synchronised", "next_year_table_missing")
 DERIVED_DEVICE = "rules"
 
 
@@ -78,6 +81,8 @@ class RuleRunner:
         self.engine = RulesEngine(self.rule_set.rules, calendar)
         self._boot_id = store.current_boot_id()
         self._lock = asyncio.Lock()
+        self._calendar_raised: set[str] = set()
+        self._calendar_checked = False
 
     async def start(self) -> None:
         """Create the rule tables and take back the states saved before a restart."""
@@ -100,13 +105,33 @@ class RuleRunner:
     async def run(self) -> None:
         """Fire due timers and schedules each second; look for changed rule files."""
         ticks = 0
+        await self.check_calendar()
         while True:
             await self._clock.sleep(TICK_INTERVAL)
             ticks += 1
+            if ticks % CALENDAR_EVERY_TICKS == 0:
+                await self.check_calendar()
             async with self._lock:
                 if ticks % RELOAD_EVERY_TICKS == 0:
                     self.reload_if_changed()
                 await self._commit(self.engine.tick(self.now()))
+
+    async def check_calendar(self) -> None:
+        """Raise (or clear) hall IT's conditions for the calendar and the clock."""
+        found = {warning.code: warning for warning in self.calendar.warnings(self._clock)}
+        for condition in CALENDAR_CONDITIONS:
+            warning = found.get(condition)
+            if warning is None:
+                if condition in self._calendar_raised or not self._calendar_checked:
+                    await self._alerts.clear_condition(CALENDAR_DEVICE, condition)
+                self._calendar_raised.discard(condition)
+            elif condition not in self._calendar_raised:
+                logger.warning("hall calendar: %s", warning.message)
+                await self._alerts.raise_condition(
+                    CALENDAR_DEVICE, condition, "high", "hall_it", warning.message, None
+                )
+                self._calendar_raised.add(condition)
+        self._calendar_checked = True
 
     def reload_if_changed(self) -> bool:
         """Swap in changed rule files if they are valid; keep the old rules otherwise."""

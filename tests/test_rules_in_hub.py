@@ -155,3 +155,31 @@ def test_override_of_an_unknown_rule_is_refused(tmp_path: Path) -> None:
         assert "hall.yaml" in str(exc) and "line 2" in str(exc) and "crowdin" in str(exc)
     else:
         raise AssertionError("an override of an unknown rule was accepted")
+
+
+async def test_calendar_and_clock_warnings_become_alerts_for_hall_it(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """In December with no table for next year, and with an unsynchronised clock: alerts."""
+    root = unique_topic_root.replace("/", "-")
+    clock = ManualClock(wall=wall_at("2026-12-04 10:00"))
+    hub = await start(tmp_path, broker, root, clock)
+    try:
+        missing = await eventually(lambda: _hall_it_alerts(hub))
+        assert missing == [("next_year_table_missing", "open")]
+        clock.synchronised = False
+        await advance(clock, 61)
+        assert await eventually(
+            lambda: (
+                sorted(_hall_it_alerts(hub))
+                == [("clock_not_synchronised", "open"), ("next_year_table_missing", "resolved")]
+            )
+        )
+    finally:
+        await hub.stop()
+
+
+def _hall_it_alerts(hub: HubService) -> list[tuple[str, str]]:
+    with hub.journal.reading() as conn:
+        rows = conn.execute("SELECT condition, state FROM alerts WHERE team = 'hall_it'")
+        return [(row[0], row[1]) for row in rows]
