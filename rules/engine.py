@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from hub.calendar import CalendarError, HallCalendar
 from hub.errors import ConfigError
-from hub.events import Event
+from hub.events import Event, Lane
 from rules.actions import Action, build_action
 from rules.cron import CronSchedule
 from rules.spec import Conditions, FieldTest, RuleSpec, Threshold, Trigger
@@ -95,6 +95,16 @@ class KeyState:
         return cls(**data)
 
 
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A rule that may look at events of one kind, type and zone, with what is known."""
+
+    rule: RuleSpec
+    selects_when: bool
+    selects_until: bool
+    stateful: bool
+
+
 @dataclass(slots=True)
 class _Plan:
     """The next run of a schedule, and the wall/monotonic offset it was planned with."""
@@ -113,7 +123,8 @@ class RulesEngine:
         self.calendar = calendar or HallCalendar()
         self.states: dict[StateKey, KeyState] = {}
         self._index: dict[tuple[str | None, str | None], list[RuleSpec]] = {}
-        self._cache: dict[tuple[str, str], list[RuleSpec]] = {}
+        self._cache: dict[tuple[str, str, str], list[_Candidate]] = {}
+        self._by_id = {rule.id: rule for rule in self.rules}
         self._scheduled = [rule for rule in self.rules if rule.when.schedule is not None]
         self._crons = {
             rule.id: CronSchedule.parse(rule.when.schedule or "") for rule in self._scheduled
@@ -143,8 +154,8 @@ class RulesEngine:
             return firings
         for rule in self._watching_absence:
             self._note_presence(rule, event, now)
-        for rule in self._candidates(event.kind, event.type):
-            firings.extend(self._step(rule, event, zone, now))
+        for candidate in self._candidates(event.kind, event.type, zone):
+            firings.extend(self._step(candidate, event, zone, now))
         return firings
 
     def tick(self, now: RuleTime) -> list[Firing]:
@@ -178,30 +189,47 @@ class RulesEngine:
 
     # -- stepping one rule -----------------------------------------------------------
 
-    def _candidates(self, kind: str, type_: str) -> list[RuleSpec]:
-        cached = self._cache.get((kind, type_))
+    def _candidates(self, kind: str, type_: str, zone: str) -> list[_Candidate]:
+        """Rules that may look at this kind, type and zone; cached, in rule order."""
+        cached = self._cache.get((kind, type_, zone))
         if cached is None:
+            probe = Event("", 0, Lane.TELEMETRY, 0, "", "", kind, type_)
             found = {
                 id(rule): rule
                 for pair in ((kind, type_), (kind, None), (None, type_), (None, None))
                 for rule in self._index.get(pair, [])
             }
-            order = {id(rule): index for index, rule in enumerate(self.rules)}
-            cached = sorted(found.values(), key=lambda rule: order[id(rule)])
-            self._cache[(kind, type_)] = cached
+            cached = [
+                _Candidate(
+                    rule,
+                    _selects(rule.when, probe, zone),
+                    rule.until is not None and _selects(rule.until, probe, zone),
+                    rule.holds_a_state,
+                )
+                for rule in self.rules
+                if id(rule) in found
+            ]
+            cached = [c for c in cached if c.selects_when or c.selects_until]
+            self._cache[(kind, type_, zone)] = cached
         return cached
 
-    def _step(self, rule: RuleSpec, event: Event, zone: str, now: RuleTime) -> list[Firing]:
-        key = (rule.id, event.device_id if rule.per == "device" else zone)
-        ends = rule.until is not None and _trigger_matches(rule.until, event, zone)
-        if not ends and not _selects(rule.when, event, zone):
+    def _step(self, candidate: _Candidate, event: Event, zone: str, now: RuleTime) -> list[Firing]:
+        rule = candidate.rule
+        until = rule.until
+        ends = (
+            candidate.selects_until and until is not None and _fields_hold(until.fields, event.data)
+        )
+        if not ends and not candidate.selects_when:
             return []
+        matched = not ends and _fields_hold(rule.when.fields, event.data)
+        if not matched and not candidate.stateful and rule.when.changes is None:
+            return []  # the common case, decided without touching any state
+        key = (rule.id, event.device_id if rule.per == "device" else zone)
         if rule.when.changes is not None and not self._changed(key, rule.when.changes, event):
             return []
         if event.retained:
             return []
-        matched = not ends and _fields_hold(rule.when.fields, event.data)
-        if rule.holds_a_state:
+        if candidate.stateful:
             return self._step_state(rule, key, matched, event, zone, now)
         if not matched:
             return []
@@ -370,7 +398,7 @@ class RulesEngine:
         self._earliest = min(self._earliest, at)
 
     def _rule(self, rule_id: str) -> RuleSpec | None:
-        return next((rule for rule in self.rules if rule.id == rule_id), None)
+        return self._by_id.get(rule_id)
 
 
 def _refuse_duplicates(rules: Iterable[RuleSpec]) -> None:
@@ -391,10 +419,6 @@ def _selects(trigger: Trigger, event: Event, zone: str) -> bool:
     if trigger.type is not None and trigger.type != event.type:
         return False
     return trigger.zone is None or fnmatch.fnmatchcase(zone, trigger.zone)
-
-
-def _trigger_matches(trigger: Trigger, event: Event, zone: str) -> bool:
-    return _selects(trigger, event, zone) and _fields_hold(trigger.fields, event.data)
 
 
 def _fields_hold(
