@@ -81,6 +81,9 @@ def create_app(service: HubService) -> Starlette:
         lanes = service.uplink.status() if service.uplink is not None else {}
         return JSONResponse({"configured": service.uplink is not None, "lanes": lanes})
 
+    async def rules(_request: Request) -> Response:
+        return JSONResponse(service.rules.describe())
+
     async def prometheus(_request: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -97,6 +100,7 @@ def create_app(service: HubService) -> Starlette:
         Route("/api/alerts", alerts),
         Route("/api/alerts/{alert_id:int}/acknowledge", acknowledge, methods=["POST"]),
         Route("/api/sync", sync),
+        Route("/api/rules", rules),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(TokenAuth, token=service.token)

@@ -133,6 +133,24 @@ class RuleRunner:
                 self._calendar_raised.add(condition)
         self._calendar_checked = True
 
+    def describe(self) -> dict[str, Any]:
+        """Rules in force, where each setting came from, reload errors, calendar warnings."""
+        error = self.watcher.last_error
+        return {
+            "rules": [
+                {
+                    "id": rule.id,
+                    "enabled": rule.enabled,
+                    "description": rule.description,
+                    "sources": self.rule_set.sources.get(rule.id, {}),
+                }
+                for rule in self.rule_set.rules
+            ],
+            "files": [str(path) for path in self.rule_set.files],
+            "reload_error": None if error is None else str(error),
+            "calendar_warnings": [w.message for w in self.calendar.warnings(self._clock)],
+        }
+
     def reload_if_changed(self) -> bool:
         """Swap in changed rule files if they are valid; keep the old rules otherwise."""
         loaded = self.watcher.reload_if_changed()

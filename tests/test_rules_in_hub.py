@@ -183,3 +183,24 @@ def _hall_it_alerts(hub: HubService) -> list[tuple[str, str]]:
     with hub.journal.reading() as conn:
         rows = conn.execute("SELECT condition, state FROM alerts WHERE team = 'hall_it'")
         return [(row[0], row[1]) for row in rows]
+
+
+async def test_console_shows_rules_with_the_source_of_each_setting(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """GET /api/rules names the hall file and line that changed the crowding threshold."""
+    import httpx
+
+    root = unique_topic_root.replace("/", "-")
+    hub = await start(tmp_path, broker, root, ManualClock(wall=wall_at("2026-03-02 10:00")))
+    try:
+        async with httpx.AsyncClient(base_url=hub.console_url) as http:
+            refused = await http.get("/api/rules")
+            auth = {"Authorization": f"Bearer {hub.token}"}
+            body = (await http.get("/api/rules", headers=auth)).json()
+    finally:
+        await hub.stop()
+    assert refused.status_code == 401
+    crowding = next(rule for rule in body["rules"] if rule["id"] == "crowding")
+    assert crowding["sources"]["if.threshold.above"] == f"hall:{tmp_path / 'hall-rules.yaml'}:4"
+    assert crowding["sources"]["when.kind"].startswith("pack:")
