@@ -123,20 +123,26 @@ def _lane_pages(
 
 def run_rules(
     events: Iterator[Event],
-    rules: list[RuleSpec],
+    rule_sets: list[list[RuleSpec]],
     calendar: HallCalendar,
     zones: dict[str, str],
     end: float,
-) -> tuple[int, list[Firing]]:
-    """Every firing `rules` make over `events`; times are the events' receive times."""
-    engine = RulesEngine(rules, calendar)
-    firings: list[Firing] = []
+) -> tuple[int, list[list[Firing]]]:
+    """Every firing each rule set makes over `events` (read once, fed to all in step).
+
+    Times are the events' receive times, both for durations and for the calendar.
+    """
+    engines = [RulesEngine(rules, calendar) for rules in rule_sets]
+    firings: list[list[Firing]] = [[] for _ in engines]
     count = 0
     for event in events:
         count += 1
         now = RuleTime(event.received_at, event.received_at, event.clock_synchronised)
-        firings.extend(engine.evaluate(event, zones.get(event.device_id, ""), now))
-    firings.extend(engine.tick(RuleTime(end, end, True)))
+        zone = zones.get(event.device_id, "")
+        for engine, found in zip(engines, firings, strict=True):
+            found.extend(engine.evaluate(event, zone, now))
+    for engine, found in zip(engines, firings, strict=True):
+        found.extend(engine.tick(RuleTime(end, end, True)))
     return count, firings
 
 
@@ -153,9 +159,10 @@ def replay_preview(
     """Run both rule sets over the journal snapshot of [start, end) and compare."""
     if end <= start:
         raise ReplayError("--to must be after --from")
-    snapshot = JournalSnapshot(journal, hub_id)
-    count, now_firings = run_rules(snapshot.events(start, end), current, calendar, zones, end)
-    _, new_firings = run_rules(snapshot.events(start, end), candidate, calendar, zones, end)
+    events = JournalSnapshot(journal, hub_id).events(start, end)
+    count, (now_firings, new_firings) = run_rules(
+        events, [current, candidate], calendar, zones, end
+    )
     only_current, only_candidate = _difference(now_firings, new_firings)
     logger.info("replayed %d events: %d firings now, %d with the candidate rules",
                 count, len(now_firings), len(new_firings))  # fmt: skip
