@@ -203,6 +203,8 @@ class RuleRunner:
     async def _emit(self, action: EmitEvent, firing: Firing) -> None:
         # A stable id: the same firing emitted twice (restart, retry) is kept once.
         basis = f"derived\n{firing.rule_id}\n{firing.phase}\n" + "\n".join(firing.trigger_ids)
+        if not firing.trigger_ids:  # a schedule: each run is its own event
+            basis += f"\n{self._clock.wall()}"
         event_id = str(uuid.uuid5(EVENT_ID_NAMESPACE, basis + f"\n{action.type}"))
         data = {**dict(action.data), "rule_id": action.rule_id, "about": action.about}
         await self._journal.append(

@@ -77,7 +77,7 @@ async def test_retained_call_replayed_at_subscribe_raises_nothing(
     try:
         await eventually(lambda: count(service, "SELECT COUNT(*) FROM events WHERE retained = 1"))
         await eventually(lambda: service.registry.get("alarm-1").last_seen)  # type: ignore[union-attr]
-        assert count(service, "SELECT COUNT(*) FROM alerts") == 0
+        assert count(service, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'") == 0
     finally:
         device.client.publish(f"{root}/alarm-1/call", b"", qos=1, retain=True).wait_for_publish(5)
         await service.stop()

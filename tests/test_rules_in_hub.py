@@ -204,3 +204,51 @@ async def test_console_shows_rules_with_the_source_of_each_setting(
     crowding = next(rule for rule in body["rules"] if rule["id"] == "crowding")
     assert crowding["sources"]["if.threshold.above"] == f"hall:{tmp_path / 'hall-rules.yaml'}:4"
     assert crowding["sources"]["when.kind"].startswith("pack:")
+
+
+async def test_publish_and_derived_event_actions(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """A rule publishes to its topic and emits a journaled derived event no rule reacts to."""
+    from tests.hubkit import Listener
+
+    root = unique_topic_root.replace("/", "-")
+    (tmp_path / "hall-rules.yaml").write_text(
+        "rules:\n"
+        "  - id: signage\n"
+        "    when: {kind: occupancy_sensor, type: count}\n"
+        "    then:\n"
+        f"      - publish: {{topic: '{root}-signs/{{zone}}', payload: {{people: 1}}}}\n"
+        "      - emit: {type: zone_count_seen, data: {zone: '{zone}'}}\n"
+        "  - id: echo\n"
+        "    when: {type: zone_count_seen}\n"
+        "    then: [{emit: {type: loop}}]\n",
+        encoding="utf-8",
+    )
+    signs = Listener(broker.port, f"{root}-signs/#")
+    device = DeviceClient(broker.port, "occ-1")
+    hub = await start(tmp_path, broker, root, ManualClock(wall=wall_at("2026-03-02 10:00")))
+    try:
+        device.publish(f"{root}/occ-1/count", {"occupancy": 3})
+        message = await eventually(lambda: signs.messages)
+        derived = await eventually(lambda: _events_of_kind(hub, "rule"))
+        time.sleep(0.3)
+        assert _events_of_kind(hub, "rule") == derived
+    finally:
+        signs.close()
+        device.close()
+        await hub.stop()
+    assert message[0][0] == f"{root}-signs/1F waiting zone" and message[0][1] == {"people": 1}
+    assert derived == [
+        (
+            "zone_count_seen",
+            "telemetry",
+            {"zone": "1F waiting zone", "rule_id": "signage", "about": "occ-1"},
+        )
+    ]
+
+
+def _events_of_kind(hub: HubService, kind: str) -> list[tuple[str, str, dict[str, str]]]:
+    with hub.journal.reading() as conn:
+        rows = conn.execute("SELECT type, lane, data FROM events WHERE kind = ?", (kind,))
+        return [(row[0], row[1], json.loads(row[2])) for row in rows]
