@@ -34,11 +34,23 @@ from typing import Any, Literal
 from hub.calendar import CalendarError, HallCalendar
 from hub.errors import ConfigError
 from hub.events import Event, Lane
-from rules.actions import Action, build_action
+from rules.actions import Action, ClearCondition, RaiseCondition, build_action
 from rules.cron import CronSchedule
+from rules.layers import load_layers, shipped_pack
 from rules.spec import Conditions, FieldTest, RuleSpec, Threshold, Trigger
 
 logger = logging.getLogger(__name__)
+
+# Kept importable from here, where they used to live.
+__all__ = [
+    "Action",
+    "ClearCondition",
+    "Firing",
+    "RaiseCondition",
+    "RuleTime",
+    "RulesEngine",
+    "shipped_pack",
+]
 
 DERIVED_KIND = "rule"  # kind of the events rules emit; rules never look at them
 SCHEDULE_KEY = "hall"
@@ -141,8 +153,6 @@ class RulesEngine:
 
     @classmethod
     def from_files(cls, paths: list[Path], calendar: HallCalendar | None = None) -> RulesEngine:
-        from rules.layers import load_layers
-
         return cls(load_layers([("hall", path) for path in paths]).rules, calendar)
 
     # -- public API ------------------------------------------------------------------
