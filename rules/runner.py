@@ -9,6 +9,7 @@ actions come out in the order the engine decided them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import uuid
@@ -168,7 +169,15 @@ class RuleRunner:
         if not firings and not states:
             return
         wall, mono, boot = self._clock.wall(), self._clock.monotonic(), self._boot_id
-        await self._journal.write(lambda conn: store.save(conn, firings, states, wall, mono, boot))
+        pending = self._journal.call(
+            lambda conn: store.save(conn, firings, states, wall, mono, boot)
+        )
+        if not firings:
+            # State alone (a count, a last value): the writer keeps it in order with
+            # everything after it, so events need not wait for each state commit.
+            pending.add_done_callback(_log_failed_save)
+            return
+        await asyncio.wrap_future(pending)  # a firing is on disk before it acts
         for firing in firings:
             metrics.RULE_FIRINGS.labels(firing.rule_id).inc()
             for action in firing.actions:
@@ -219,6 +228,11 @@ class RuleRunner:
                 clock_synchronised=self._clock.is_synchronised(),
             )
         )
+
+
+def _log_failed_save(done: concurrent.futures.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        logger.error("rule states not saved: %s", done.exception())
 
 
 class MqttCommandService:
