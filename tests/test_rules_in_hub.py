@@ -252,3 +252,26 @@ def _events_of_kind(hub: HubService, kind: str) -> list[tuple[str, str, dict[str
     with hub.journal.reading() as conn:
         rows = conn.execute("SELECT type, lane, data FROM events WHERE kind = ?", (kind,))
         return [(row[0], row[1], json.loads(row[2])) for row in rows]
+
+
+async def test_wall_clock_jumps_in_the_hub_neither_fire_nor_strand_a_timer(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """An NTP step of +1 h mid-hold fires nothing; the 10 minutes still end on time."""
+    root = unique_topic_root.replace("/", "-")
+    clock = ManualClock(wall=wall_at("2026-03-02 10:00"))
+    device = DeviceClient(broker.port, "occ-1")
+    hub = await start(tmp_path, broker, root, clock)
+    try:
+        device.publish(f"{root}/occ-1/count", {"occupancy": 20})
+        await eventually(lambda: hub.rules.engine.states.get(("crowding", "1F waiting zone")))
+        await advance(clock, 200)
+        clock.jump_wall(3600)
+        await advance(clock, 390)
+        assert crowding_alerts(hub) == []
+        clock.jump_wall(-7200)
+        await advance(clock, 15)
+        assert await eventually(lambda: crowding_alerts(hub) == ["open"])
+    finally:
+        device.close()
+        await hub.stop()
