@@ -360,3 +360,42 @@ def test_duplicate_rule_ids_are_refused() -> None:
     rules = load_layers([("pack", shipped_pack())]).rules
     with pytest.raises(ConfigError, match="toilet-call"):
         RulesEngine(rules + rules[:1])
+
+
+def shipped_engine() -> RulesEngine:
+    from rules.layers import load_layers, shipped_pack
+
+    return RulesEngine(load_layers([("pack", shipped_pack())]).rules)
+
+
+def test_pack_printer_jam_raises_and_clears() -> None:
+    """A printer reporting a jam raises printer_jam for the crew; jam_cleared clears it.
+
+    No shipped printer model sends jams yet, so this is proved on the engine alone.
+    """
+    engine = shipped_engine()
+    clock = Moment("2026-03-02 10:00")
+    raised = actions(engine.evaluate(event("p1", "ticket_printer", "jam"), "1F", clock.now()))
+    cleared = actions(
+        engine.evaluate(event("p1", "ticket_printer", "jam_cleared"), "1F", clock.advance(60))
+    )
+    assert [(type(a).__name__, a.condition) for a in raised + cleared] == [  # type: ignore[union-attr]
+        ("RaiseCondition", "printer_jam"),
+        ("ClearCondition", "printer_jam"),
+    ]
+
+
+def test_pack_welfare_check_restarts_on_movement() -> None:
+    """A report with motion ends the 30-minute hold; the next still report starts it again."""
+    engine = shipped_engine()
+    clock = Moment("2026-03-02 10:00")
+    zone = "1F accessible toilet"
+    engine.evaluate(event("wc", "occupancy_sensor", "count", occupancy=1), zone, clock.now())
+    clock.advance(20 * 60)
+    engine.evaluate(
+        event("wc", "occupancy_sensor", "count", occupancy=1, motion=True), zone, clock.now()
+    )
+    engine.evaluate(event("wc", "occupancy_sensor", "count", occupancy=1), zone, clock.now())
+    assert engine.tick(clock.advance(20 * 60)) == []
+    fired = engine.tick(clock.advance(10 * 60))
+    assert [f.rule_id for f in fired] == ["accessible-toilet-occupied"]
