@@ -33,13 +33,17 @@ from devices.payloads import RejectedMessage, decode_payload
 from devices.registry import Registry
 from hub import metrics
 from hub.clock import Clock
+from hub.errors import JournalError
 from hub.events import Observation, device_event_id, fallback_event_id
-from hub.journal import Appended, Journal
+from hub.journal import Appended, Journal, keep_dead_letter
 
 logger = logging.getLogger(__name__)
 
 # MQTT v5 reason code the broker sends when another client takes over our client id.
 SESSION_TAKEN_OVER = 142
+# While the journal cannot commit, messages are retried after 0.5 s, 1 s, 2 s … 30 s.
+RETRY_FIRST = 0.5
+RETRY_CAP = 30.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +75,7 @@ class MqttIngest:
         self._connected = threading.Event()
         self._subscribed = threading.Event()
         self._outage_logged = False
+        self._journal_outage = False
         self._stopping = False
         self.on_taken_over: Callable[[], None] | None = None
         self._client = self._make_client()
@@ -221,8 +226,11 @@ class MqttIngest:
             self._dead_letter(message, RejectedMessage("internal_error", repr(exc)[:200]))
             return
 
+        self._submit(message, observation, attempt=1)
+
+    def _submit(self, message: mqtt.MQTTMessage, observation: Observation, attempt: int) -> None:
         def committed(outcome: Appended | BaseException) -> None:
-            self._after_commit(message, observation.kind, outcome)
+            self._after_commit(message, observation, outcome, attempt)
 
         self._journal.submit(observation, committed)
 
@@ -263,18 +271,45 @@ class MqttIngest:
         )
 
     def _after_commit(
-        self, message: mqtt.MQTTMessage, kind: str, outcome: Appended | BaseException
+        self,
+        message: mqtt.MQTTMessage,
+        observation: Observation,
+        outcome: Appended | BaseException,
+        attempt: int,
     ) -> None:
-        if isinstance(outcome, BaseException):
-            # Not acknowledged on purpose: the broker redelivers once we can write.
-            logger.error(
-                "journal refused %s; leaving it with the broker: %s", _topic_text(message), outcome
-            )
+        kind = observation.kind
+        if isinstance(outcome, JournalError):
+            # The journal could not commit at all (disk full, I/O error). Not
+            # acknowledged: the message is retried here until the journal takes it.
             metrics.EVENTS_INGESTED.labels(kind, "journal_error").inc()
+            self._retry_later(attempt, lambda: self._submit(message, observation, attempt + 1))
             return
-        result = "duplicate" if outcome.duplicate else "accepted"
-        metrics.EVENTS_INGESTED.labels(kind, result).inc()
+        if isinstance(outcome, BaseException):
+            # This one message could not be stored (the group committed without it).
+            self._dead_letter(message, RejectedMessage("journal_refused", repr(outcome)[:300]))
+            return
+        if outcome.conflict:
+            logger.warning(
+                "%s reused message id of event %s with other content; kept as dead letter",
+                observation.device_id,
+                outcome.event.event_id,
+            )
+            self._dead_letter(message, RejectedMessage("id_collision", outcome.event.event_id))
+            return
+        metrics.EVENTS_INGESTED.labels(kind, "duplicate" if outcome.duplicate else "accepted").inc()
         self._client.ack(message.mid, message.qos)
+        if self._journal_outage:
+            self._journal_outage = False
+            logger.info("journal commits again; held messages are going in")
+
+    def _retry_later(self, attempt: int, retry: Callable[[], None]) -> None:
+        delay = min(RETRY_CAP, RETRY_FIRST * 2 ** (attempt - 1))
+        if not self._journal_outage:
+            self._journal_outage = True
+            logger.error("journal cannot commit; holding messages and retrying")
+        timer = threading.Timer(delay, retry)
+        timer.daemon = True
+        timer.start()
 
     def _dead_letter(self, message: mqtt.MQTTMessage, rejection: RejectedMessage) -> None:
         topic = _topic_text(message)[:512]
@@ -285,21 +320,31 @@ class MqttIngest:
         raw = bytes(message.payload)
 
         def keep(conn: Any) -> None:
-            conn.execute(
-                "INSERT INTO dead_letters (received_at, source, reason, detail, raw)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (received_at, f"mqtt:{topic}", rejection.reason, rejection.detail, raw),
+            keep_dead_letter(
+                conn, received_at, f"mqtt:{topic}", rejection.reason, rejection.detail, raw
             )
 
-        future = self._journal.call(keep)
-        future.add_done_callback(lambda done: self._ack_kept(message, done.exception()))
+        self._keep(message, keep, attempt=1)
 
-    def _ack_kept(self, message: mqtt.MQTTMessage, failure: BaseException | None) -> None:
+    def _keep(self, message: mqtt.MQTTMessage, keep: Callable[[Any], None], attempt: int) -> None:
+        future = self._journal.call(keep)
+        future.add_done_callback(lambda done: self._ack_kept(message, keep, done, attempt))
+
+    def _ack_kept(
+        self,
+        message: mqtt.MQTTMessage,
+        keep: Callable[[Any], None],
+        done: Any,
+        attempt: int,
+    ) -> None:
+        failure = done.exception()
+        if isinstance(failure, JournalError):
+            self._retry_later(attempt, lambda: self._keep(message, keep, attempt + 1))
+            return
         if failure is not None:
             logger.error(
                 "could not keep refused message from %s: %s", _topic_text(message), failure
             )
-            return
         self._client.ack(message.mid, message.qos)
 
 

@@ -80,9 +80,19 @@ def _envelope_message_id(document: dict[str, Any]) -> str | None:
     if not isinstance(message_id, str | int) or isinstance(message_id, bool):
         raise RejectedMessage("wrong_type", "msg_id must be a string or integer")
     text = str(message_id)
+    _refuse_lone_surrogates("msg_id", text)
     if not 0 < len(text) <= 128:
         raise RejectedMessage("out_of_range", "msg_id must be 1 to 128 characters")
     return text
+
+
+def _refuse_lone_surrogates(name: str, text: str) -> None:
+    # JSON's \ud800 escapes decode to lone surrogates, which are not text: UTF-8
+    # (and so SQLite) cannot hold them.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise RejectedMessage("not_utf8", f"{name} holds a lone surrogate") from exc
 
 
 def _envelope_time(document: dict[str, Any]) -> float | None:
@@ -122,6 +132,7 @@ def _check_value(name: str, spec: PayloadField, value: Any) -> Any:
 def _check_text(name: str, spec: PayloadField, value: Any) -> str:
     if not isinstance(value, str):
         raise RejectedMessage("wrong_type", f"{name} must be a string")
+    _refuse_lone_surrogates(name, value)
     if len(value) > spec.max_length:
         raise RejectedMessage("out_of_range", f"{name} longer than {spec.max_length}")
     if spec.type == "enum" and value not in spec.values:

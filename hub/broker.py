@@ -60,6 +60,10 @@ MAX_QUEUED_MESSAGES = 200_000
 # payloads are small JSON (< 1 kB), so 200 000 of them stay under this and the
 # message count above is the limit that binds. Mosquitto counts payload bytes.
 MAX_QUEUED_BYTES = 256 * 1024 * 1024
+# No device payload may exceed this (device models allow at most 256 KiB). Without
+# it, one oversized publish could fill the hub session's byte quota and make the
+# broker drop the messages queued behind it, after acknowledging them to devices.
+MESSAGE_SIZE_LIMIT = 256 * 1024
 # Default 20. More messages in flight to the hub lets the journal commit them in
 # larger groups; the hub acknowledges each one only after its commit.
 MAX_INFLIGHT_MESSAGES = 100
@@ -163,6 +167,7 @@ def render_config(state_dir: Path, host: str, port: int, user: str) -> str:
         "autosave_on_changes false",
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         f"max_queued_bytes {MAX_QUEUED_BYTES}",
+        f"message_size_limit {MESSAGE_SIZE_LIMIT}",
         f"max_inflight_messages {MAX_INFLIGHT_MESSAGES}",
         f"persistent_client_expiration {PERSISTENT_CLIENT_EXPIRATION}",
         f"pid_file {state_dir / PID_FILE}",

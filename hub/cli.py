@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import yaml
+
 from hub.errors import HallhubError
 
 logger = logging.getLogger(__name__)
@@ -51,6 +53,12 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--broker-port", type=int, required=True)
     simulate.add_argument("--topic-root", default="hall")
     simulate.add_argument(
+        "--modbus-port",
+        type=int,
+        default=0,
+        help="port of the simulated Modbus people counter on 127.0.0.1 (0 picks a free one)",
+    )
+    simulate.add_argument(
         "--log",
         type=Path,
         default=Path("published.jsonl"),
@@ -67,15 +75,24 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", dest="end", required=True, metavar="DATE")
     replay.add_argument("--rules", type=Path, required=True, metavar="DIR")
 
-    receiver = commands.add_parser("city-receiver", help="run the reference city receiver")
-    receiver.add_argument(
-        "args", nargs=argparse.REMAINDER, help="--db FILE --port N --keys FILE [--host ADDR]"
+    # Its options belong to sync.receiver; they are passed through unparsed.
+    commands.add_parser(
+        "city-receiver",
+        help="run the reference city receiver (--db FILE --port N --keys FILE [--host H])",
+        add_help=False,
     )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args, passed_on = parser.parse_known_args(argv)
+    if args.command == "city-receiver":
+        from sync.receiver import main as receiver_main
+
+        return receiver_main(passed_on)
+    if passed_on:
+        parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
     logging.basicConfig(
         level=args.log_level.upper(),
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
@@ -84,6 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     # pymodbus logs every failed connect and timeout itself, with packet dumps; the
     # poller already logs each outage once and its recovery, so keep pymodbus quiet.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+    # httpx logs every request at INFO; the uplink logs outages and recoveries itself.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         return _dispatch(args)
     except HallhubError as exc:
@@ -105,10 +124,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_simulate(args))
     if args.command == "rules":
         return _rules_replay(args)
-    if args.command == "city-receiver":
-        from sync.receiver import main as receiver_main
-
-        return receiver_main(args.args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -140,12 +155,17 @@ async def _simulate(args: argparse.Namespace) -> int:
         broker_port=args.broker_port,
         topic_root=args.topic_root,
         publication_log=args.log,
+        modbus_port=args.modbus_port,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await hall.start()
+    sys.stdout.write("# devices section for the hall configuration:\n")
+    sys.stdout.write(yaml.safe_dump({"devices": hall.hub_devices_config()}, sort_keys=False))
+    sys.stdout.write("# end of devices section\n")
+    sys.stdout.flush()
     runner = asyncio.create_task(hall.run(), name="simulated-hall")
     await stop.wait()
     await hall.stop()

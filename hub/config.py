@@ -10,9 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import pydantic
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from hub.yamlfile import load_model
+from hub.errors import ConfigError
+from hub.yamlfile import Location, describe_errors, line_of, read_yaml
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
 TopicRoot = Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*$", max_length=128)]
@@ -43,6 +45,11 @@ class MqttSection(_Section):
     port: int = Field(default=1883, ge=1, le=65535)
     topic_root: TopicRoot = "hall"
     client_id: str | None = None
+    managed: bool = Field(
+        default=False,
+        description="Run Mosquitto as the hub's child process on host:port, with hallhub's "
+        "settings and its store in <state_dir>/broker (instead of using the hall's broker).",
+    )
     receive_maximum: int = Field(default=200, ge=1, le=65535)
     session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
     crew_topic_root: TopicRoot = "hallhub"
@@ -100,6 +107,8 @@ class HubConfig(_Section):
         default=None, description="hall calendar: hours, next year's holiday table, closures"
     )
     devices: list[DeviceSpec] = []
+    _source: Path | None = PrivateAttr(default=None)
+    _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _device_ids_are_unique(self) -> HubConfig:
@@ -109,6 +118,13 @@ class HubConfig(_Section):
                 raise ValueError(f"device id {device.id!r} appears twice")
             seen.add(device.id)
         return self
+
+    def problem(self, location: Location, message: str) -> ConfigError:
+        """A `ConfigError` pointing at `location` in the file this came from."""
+        line = line_of(self._lines, location)
+        where = f"line {line}: " if line is not None else ""
+        field = ".".join(str(part) for part in location)
+        return ConfigError(str(self._source or "configuration"), [f"{where}{field}: {message}"])
 
     @property
     def client_id(self) -> str:
@@ -135,5 +151,13 @@ class HubConfig(_Section):
 
 def load_config(path: Path) -> HubConfig:
     """Load and validate a hall configuration file."""
-    config = load_model(path, HubConfig)
+    data, lines = read_yaml(path)
+    if data is None:
+        raise ConfigError(str(path), ["the file is empty"])
+    try:
+        config = HubConfig.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ConfigError(str(path), describe_errors(exc, lines)) from exc
+    config._source = path
+    config._lines = lines
     return config.resolve_paths(path.parent.resolve())

@@ -73,8 +73,8 @@ def create_app(service: HubService) -> Starlette:
         by = str(body.get("by") or "console")[:64]
         try:
             alert = await service.alerts.acknowledge(int(request.path_params["alert_id"]), by)
-        except AlertNotFoundError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404)
+        except (AlertNotFoundError, OverflowError) as exc:
+            return JSONResponse({"error": f"no open alert: {exc}"}, status_code=404)
         return JSONResponse({"alert": alert})
 
     async def sync(_request: Request) -> Response:

@@ -33,6 +33,7 @@ from hub.broker import Broker, pick_free_port, start_broker
 from hub.config import HubConfig
 from hub.reconcile import published_ids, reconcile, stored_ids
 from hub.service import HubService
+from hub.statelock import StateLock
 from sync.keys import add_key
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,9 @@ class Demo:
         self.state_dir = state_dir
         self.plan = plan
         self.console_port = console_port
+        # One demo per folder: a second one would stop the first one's broker.
+        self.lock = StateLock(state_dir)
+        self.lock.acquire()
         self.broker = start_broker(state_dir / "broker", LOOPBACK)
         key = add_key(state_dir / "city" / "keys.json", HUB_ID)
         _write_secret(state_dir / "hub" / "city-secret", key.secret)
@@ -276,12 +280,23 @@ class Demo:
         }
 
     async def stop(self) -> None:
-        if self.hall is not None:
-            await self.hall.stop()
-        if self.hub is not None:
-            await self.hub.stop()
-        self.receiver.stop()
-        self.broker.stop()
+        """Stop whatever was started, in reverse order; safe after a failed start."""
+        steps: list[tuple[str, Any]] = [
+            ("simulated hall", self.hall.stop if self.hall is not None else None),
+            ("hub", self.hub.stop if self.hub is not None else None),
+            ("city receiver", self.receiver.stop),
+            ("broker", self.broker.stop),
+            ("folder lock", self.lock.release),
+        ]
+        for name, step in steps:
+            if step is None:
+                continue
+            try:
+                result = step()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception:
+                logger.exception("demo: stopping the %s failed", name)
 
 
 async def _wait_for(condition: Any, deadline: float) -> None:
@@ -304,7 +319,11 @@ async def run_demo(duration: float | None, state_dir: Path, console_port: int) -
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
 
-    hub = await demo.start()
+    try:
+        hub = await demo.start()
+    except BaseException:
+        await demo.stop()
+        raise
     _print_banner(hub, state_dir, duration)
     assert demo.hall is not None
     hall_task = asyncio.create_task(demo.hall.run(), name="demo-simulated-hall")

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import hashlib
 import json
 import logging
 import queue
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +36,8 @@ T = TypeVar("T")
 
 SCHEMA_VERSION = 1
 GROUP_LIMIT = 1024
+# Refused messages keep at most this many bytes; the size and a digest keep the rest.
+DEAD_LETTER_KEEP_BYTES = 4096
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (
@@ -65,10 +69,19 @@ CREATE TABLE IF NOT EXISTS sync_lanes (
 CREATE TABLE IF NOT EXISTS dead_letters (
     id           INTEGER PRIMARY KEY,
     received_at  REAL NOT NULL,
+    last_at      REAL NOT NULL,
     source       TEXT NOT NULL,
     reason       TEXT NOT NULL,
     detail       TEXT NOT NULL,
-    raw          BLOB
+    size         INTEGER NOT NULL,
+    sha256       TEXT NOT NULL,
+    raw          BLOB,
+    count        INTEGER NOT NULL DEFAULT 1,
+    UNIQUE (source, reason, sha256)
+);
+CREATE TABLE IF NOT EXISTS rule_progress (
+    lane  TEXT PRIMARY KEY,
+    seq   INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alerts (
     alert_id         INTEGER PRIMARY KEY,
@@ -94,10 +107,15 @@ CREATE UNIQUE INDEX IF NOT EXISTS alerts_one_active
 
 @dataclass(frozen=True, slots=True)
 class Appended:
-    """What became of one observation handed to the journal."""
+    """What became of one observation handed to the journal.
+
+    ``conflict`` marks a duplicate event id whose content differs from the event
+    already journaled under it: a device reusing message ids, not a redelivery.
+    """
 
     event: Event
     duplicate: bool
+    conflict: bool = False
 
 
 IngestCallback = Callable[[Appended | BaseException], None]
@@ -251,9 +269,12 @@ class Journal:
     def _check_identity(self, conn: sqlite3.Connection) -> None:
         meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
         if not meta:
+            # A new journal starts a new history: a random epoch keeps a replaced box or
+            # a wiped journal from reusing (epoch, lane, seq) the city has already seen.
+            self.epoch = secrets.randbits(48)
             conn.executemany(
                 "INSERT INTO meta (key, value) VALUES (?, ?)",
-                [("hub_id", self.hub_id), ("epoch", "1"), ("schema_version", "1")],
+                [("hub_id", self.hub_id), ("epoch", str(self.epoch)), ("schema_version", "1")],
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO sync_lanes (lane) VALUES (?)",
@@ -324,11 +345,24 @@ class Journal:
                 outcome: Any = self._insert(conn, item.observation)
             else:
                 outcome = item.work(conn)
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK TO item")
+            outcome = _storage_failure(exc) or exc
         except Exception as exc:  # one bad item must not sink the group
             conn.execute("ROLLBACK TO item")
             outcome = exc
         conn.execute("RELEASE item")
         return outcome
+
+    def set_size_limit(self, max_bytes: int | None) -> concurrent.futures.Future[None]:
+        """Cap the journal file's size (None lifts the cap); past it, commits fail as full."""
+
+        def apply(conn: sqlite3.Connection) -> None:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = (max_bytes // page_size) if max_bytes is not None else 0xFFFFFFFE
+            conn.execute(f"PRAGMA max_page_count = {int(pages)}")
+
+        return self.call(apply)
 
     def _insert(self, conn: sqlite3.Connection, obs: Observation) -> Appended:
         seq = self._last_seq[obs.lane] + 1
@@ -354,7 +388,9 @@ class Journal:
         )
         if cursor.rowcount == 0:
             row = conn.execute("SELECT * FROM events WHERE event_id = ?", (obs.event_id,))
-            return Appended(row_to_event(row.fetchone(), self.hub_id), duplicate=True)
+            kept = row_to_event(row.fetchone(), self.hub_id)
+            conflict = (kept.device_id, kept.type, kept.data) != (obs.device_id, obs.type, obs.data)
+            return Appended(kept, duplicate=True, conflict=conflict)
         self._last_seq[obs.lane] = seq
         return Appended(self._event_from(obs, seq), duplicate=False)
 
@@ -382,16 +418,21 @@ class Journal:
                 if isinstance(outcome, Appended) and not outcome.duplicate:
                     fresh.append(outcome.event)
                 _safely(item.on_done, outcome)
-            elif item.future.cancelled():
-                # The caller gave up waiting; the work is done and committed anyway.
-                continue
-            elif isinstance(outcome, BaseException):
-                item.future.set_exception(outcome)
             else:
-                item.future.set_result(outcome)
+                _settle_call(item.future, outcome)
         if fresh:
             for listener in self._listeners:
                 _safely(listener, fresh)
+
+
+def _settle_call(future: concurrent.futures.Future[Any], outcome: Any) -> None:
+    # A caller that gave up waiting cancelled its future; the work is committed anyway.
+    if not future.set_running_or_notify_cancel():
+        return
+    if isinstance(outcome, BaseException):
+        future.set_exception(outcome)
+    else:
+        future.set_result(outcome)
 
 
 def _settle_future(future: asyncio.Future[Appended], outcome: Appended | BaseException) -> None:
@@ -401,6 +442,21 @@ def _settle_future(future: asyncio.Future[Appended], outcome: Appended | BaseExc
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
+
+
+# SQLite primary result codes that mean the storage failed, not the data offered:
+# BUSY, LOCKED, NOMEM, READONLY, IOERR, CORRUPT, FULL, CANTOPEN, NOTADB.
+_STORAGE_FAILURES = frozenset({5, 6, 7, 8, 10, 11, 13, 14, 26})
+
+
+def _storage_failure(exc: sqlite3.Error) -> JournalError | None:
+    """A `JournalError` if `exc` means the disk or file failed, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is None or code & 0xFF not in _STORAGE_FAILURES:
+        return None
+    failure = JournalError(f"journal storage failed: {exc}")
+    failure.__cause__ = exc
+    return failure
 
 
 def _rollback(conn: sqlite3.Connection) -> None:
@@ -415,6 +471,38 @@ def _safely(callback: Callable[[Any], None], argument: Any) -> None:
         callback(argument)
     except Exception:
         logger.exception("journal callback %r raised", callback)
+
+
+def keep_dead_letter(
+    conn: sqlite3.Connection,
+    received_at: float,
+    source: str,
+    reason: str,
+    detail: str,
+    raw: bytes,
+) -> None:
+    """Keep a refused message for inspection: once per distinct content, with a count.
+
+    Only the first bytes are kept, with the full size and a digest, so one huge or
+    endlessly repeated message cannot fill the disk.
+    """
+    digest = hashlib.sha256(raw).hexdigest()
+    conn.execute(
+        "INSERT INTO dead_letters (received_at, last_at, source, reason, detail, size,"
+        " sha256, raw) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+        " ON CONFLICT (source, reason, sha256)"
+        " DO UPDATE SET count = count + 1, last_at = excluded.last_at",
+        (
+            received_at,
+            received_at,
+            source[:512],
+            reason,
+            detail[:1000],
+            len(raw),
+            digest,
+            raw[:DEAD_LETTER_KEEP_BYTES],
+        ),
+    )
 
 
 def read_lane(

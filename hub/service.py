@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+import sqlite3
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,15 +21,18 @@ import uvicorn
 
 from devices.modbus_poller import ModbusPoller, Reading
 from devices.mqtt_ingest import BrokerSettings, MqttIngest
-from devices.profiles import load_models, shipped_models_dir
+from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
 from hub.alerts import AlertService, encode_notice
+from hub.broker import Broker, start_broker
 from hub.calendar import HallCalendar, load_calendar_settings
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
-from hub.events import Event, Lane, Observation, hub_event_id
-from hub.journal import Journal
+from hub.errors import HallhubError, JournalError
+from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
+from hub.journal import Journal, read_lane
+from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.layers import hall_layers
 from rules.runner import MqttCommandService, RuleRunner
@@ -43,9 +48,22 @@ class _Tasks:
     """The service's named background tasks."""
 
     running: list[asyncio.Task[Any]] = field(default_factory=list)
+    closing: bool = False
 
     def start(self, name: str, work: Awaitable[Any]) -> None:
-        self.running.append(asyncio.create_task(work, name=name))  # type: ignore[arg-type]
+        task: asyncio.Task[Any] = asyncio.create_task(work, name=name)  # type: ignore[arg-type]
+        task.add_done_callback(self._report_end)
+        self.running.append(task)
+
+    def _report_end(self, task: asyncio.Task[Any]) -> None:
+        """A background task may only end when the hub stops it; anything else is a fault."""
+        if task.cancelled() or self.closing:
+            return
+        failure = task.exception()
+        if failure is not None:
+            logger.error("task %s died: %r", task.get_name(), failure, exc_info=failure)
+        else:
+            logger.error("task %s ended by itself", task.get_name())
 
     async def cancel_matching(self, prefixes: tuple[str, ...]) -> None:
         chosen = [task for task in self.running if task.get_name().startswith(prefixes)]
@@ -72,9 +90,10 @@ class HubService:
         self.clock: Clock = clock or SystemClock(config.hub.clock_sync)
         state_dir = config.hub.state_dir
         models = load_models(shipped_models_dir(), *filter(None, [config.models_dir]))
+        _check_models_exist(config, models)
         self.registry = Registry(config.devices, models)
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
-        self.token = load_or_create_token(config.console.token_file or state_dir / "api-token")
+        self.token = ""
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
         self.alerts = AlertService(self.journal, self.clock, self._announce)
         self.calendar = HallCalendar(
@@ -95,6 +114,9 @@ class HubService:
         self._tasks = _Tasks()
         self._stopping = asyncio.Event()
         self._console: uvicorn.Server | None = None
+        self._console_socket: socket.socket | None = None
+        self._state_lock = StateLock(state_dir)
+        self.broker: Broker | None = None
 
     @property
     def console_url(self) -> str:
@@ -103,7 +125,40 @@ class HubService:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the journal and start every part; returns once the console listens."""
+        """Open the journal and start every part; returns once the console listens.
+
+        If any part fails to start, the parts already running are stopped again, so
+        a failed start leaves no broker or task behind.
+        """
+        try:
+            self._prepare_state_dir()
+        except (OSError, sqlite3.Error) as exc:
+            raise HallhubError(
+                f"cannot use state folder {self.config.hub.state_dir}: {exc}"
+            ) from exc
+        try:
+            self._console_socket = bind_console(self.config.console.host, self.config.console.port)
+            if self.config.mqtt.managed:
+                self.broker = await asyncio.to_thread(self._start_managed_broker)
+            await self._start_parts()
+        except (OSError, sqlite3.Error) as exc:
+            await self.stop()
+            raise HallhubError(f"hub failed to start: {exc}") from exc
+        except BaseException:
+            await self.stop()
+            raise
+
+    def _prepare_state_dir(self) -> None:
+        state_dir = self.config.hub.state_dir
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self._state_lock.acquire()
+        self.token = load_or_create_token(self.config.console.token_file or state_dir / "api-token")
+
+    def _start_managed_broker(self) -> Broker:
+        mqtt = self.config.mqtt
+        return start_broker(self.config.hub.state_dir / "broker", mqtt.host, mqtt.port)
+
+    async def _start_parts(self) -> None:
         loop = asyncio.get_running_loop()
         self.journal.open()
         with self.journal.reading() as conn:
@@ -127,10 +182,18 @@ class HubService:
     async def stop(self) -> None:
         """Stop taking messages, finish what is queued, close the journal."""
         logger.info("hub %s stopping", self.config.hub.id)
+        self._tasks.closing = True
         self.ingest.stop()
         await self._stop_console()
         await self._tasks.cancel_all()
         self.journal.close()
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+            self.broker = None
+        if self._console_socket is not None:
+            self._console_socket.close()
+            self._console_socket = None
+        self._state_lock.release()
 
     async def _stop_console(self) -> None:
         console, self._console = self._console, None
@@ -208,35 +271,91 @@ class HubService:
     async def _start_console(self) -> None:
         from hub.console import create_app
 
-        settings = self.config.console
+        assert self._console_socket is not None, "bind_console() runs first"
         config = uvicorn.Config(
-            create_app(self),
-            host=settings.host,
-            port=settings.port,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
+            create_app(self), log_level="warning", lifespan="off", access_log=False
         )
         self._console = uvicorn.Server(config)
-        self._tasks.start("console", self._console.serve())
+        self._tasks.start("console", self._console.serve(sockets=[self._console_socket]))
         while not self._console.started:
             await asyncio.sleep(0.02)
-        sockets = self._console.servers[0].sockets
-        self.console_port = sockets[0].getsockname()[1]
+        self.console_port = self._console_socket.getsockname()[1]
 
     # -- flows -------------------------------------------------------------------
 
     async def _follow_committed(self) -> None:
-        """Feed committed events, in commit order, to the registry and the rules."""
+        """Feed committed events, in commit order, to the registry and the rules.
+
+        First the rules catch up with events committed before a crash or power cut
+        that they never saw (the journal keeps how far they got per lane); then they
+        follow live commits, skipping anything the catch-up already covered.
+        """
+        handled = await self._catch_up_rules()
         while True:
             events = await self._committed.get()
-            for event in events:
-                await self._handle_committed(event)
+            fresh = [event for event in events if event.seq > handled[event.lane]]
+            for event in fresh:
+                await self._observe_health(event)
+                await self._apply_rules(event)
+                handled[event.lane] = event.seq
+            if fresh:
+                await self._save_rule_progress(handled)
 
-    async def _handle_committed(self, event: Event) -> None:
+    async def _observe_health(self, event: Event) -> None:
         change = self.registry.observe(event, self.clock.monotonic())
-        if change is not None:
+        if change is None:
+            return
+        try:
             await self._journal_health(change)
+        except JournalError as exc:
+            logger.error("could not journal %s going %s: %s", change.device_id, change.online, exc)
+
+    async def _catch_up_rules(self) -> dict[Lane, int]:
+        with self.journal.reading() as conn:
+            progress = dict(conn.execute("SELECT lane, seq FROM rule_progress").fetchall())
+            handled = {lane: int(progress.get(lane.value, 0)) for lane in LANE_ORDER}
+            missed = sorted(
+                (
+                    event
+                    for lane in LANE_ORDER
+                    for event in read_lane(conn, self.config.hub.id, lane, handled[lane], 100_000)
+                ),
+                key=lambda event: event.received_at,
+            )
+        if missed:
+            logger.warning(
+                "rules catching up with %d events committed before a restart", len(missed)
+            )
+        for event in missed:
+            await self._apply_rules(event)
+            handled[event.lane] = max(handled[event.lane], event.seq)
+        await self._save_rule_progress(handled)
+        return handled
+
+    async def _save_rule_progress(self, handled: dict[Lane, int]) -> None:
+        rows = [(lane.value, seq) for lane, seq in handled.items()]
+
+        def save(conn: sqlite3.Connection) -> None:
+            conn.executemany(
+                "INSERT INTO rule_progress (lane, seq) VALUES (?, ?)"
+                " ON CONFLICT (lane) DO UPDATE SET seq = excluded.seq",
+                rows,
+            )
+
+        try:
+            await self.journal.write(save)
+        except JournalError as exc:
+            # Not fatal: the next save covers it, and a restart re-evaluates at most
+            # these events (alerts count a repeat rather than opening twice).
+            logger.warning("could not record rule progress: %s", exc)
+
+    async def _apply_rules(self, event: Event) -> None:
+        try:
+            await self._evaluate(event)
+        except Exception:  # one failing event must not stop the rules for all
+            logger.exception("rules failed on event %s", event.event_id)
+
+    async def _evaluate(self, event: Event) -> None:
         device = self.registry.get(event.device_id)
         await self.rules.on_event(event, device.spec.zone if device else "")
 
@@ -301,3 +420,34 @@ class HubService:
 
 def _closed(console: uvicorn.Server) -> bool:
     return all(not server.is_serving() for server in console.servers)
+
+
+class ConsolePortError(HallhubError):
+    """The console's address cannot be listened on."""
+
+
+def bind_console(host: str, port: int) -> socket.socket:
+    """Listen on the console's address now, so a port in use fails the start at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listener.bind((host, port))
+        listener.listen(128)
+    except OSError as exc:
+        listener.close()
+        raise ConsolePortError(
+            f"console cannot listen on {host}:{port} ({exc.strerror}); "
+            "set console.port to a free port, or 0 to pick one"
+        ) from exc
+    return listener
+
+
+def _check_models_exist(config: HubConfig, models: dict[str, DeviceModel]) -> None:
+    for index, device in enumerate(config.devices):
+        if device.model not in models:
+            known = ", ".join(sorted(models))
+            raise config.problem(
+                ("devices", index, "model"),
+                f"device {device.id}: unknown model {device.model!r}; known models: {known}",
+            )

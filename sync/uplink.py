@@ -24,6 +24,7 @@ import gzip
 import json
 import logging
 import random
+import sqlite3
 from collections.abc import Sequence
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -217,6 +218,11 @@ class Uplink:
         try:
             acknowledged = await self.drain_once()
         except (CityUnavailable, JournalError) as exc:
+            self._note_failure(LinkState.OUTAGE, exc)
+            return self._backoff.next_delay()
+        except (httpx.HTTPError, sqlite3.Error) as exc:
+            # A garbled reply (say, a proxy's broken gzip) or a failed journal read is
+            # an outage like any other: the uplink must never stop for good.
             self._note_failure(LinkState.OUTAGE, exc)
             return self._backoff.next_delay()
         except CityRejected as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -41,7 +42,7 @@ def device(broker: ManagedBroker) -> DeviceClient:
 
 def count(hub: HubService, sql: str) -> int:
     with hub.journal.reading() as conn:
-        return int(conn.execute(sql).fetchone()[0])
+        return int(conn.execute(sql).fetchone()[0] or 0)
 
 
 async def test_toilet_call_opens_alert_and_reset_closes_it(
@@ -99,7 +100,7 @@ async def test_bad_input_beyond_the_inflight_window_does_not_stall_ingest(
     reasons = await eventually(
         lambda: (
             dict(_reasons(hub))
-            if count(hub, "SELECT COUNT(*) FROM dead_letters") >= window + 51
+            if count(hub, "SELECT SUM(count) FROM dead_letters") >= window + 51
             else None
         )
     )
@@ -112,7 +113,9 @@ async def test_bad_input_beyond_the_inflight_window_does_not_stall_ingest(
 
 def _reasons(hub: HubService) -> list[tuple[str, int]]:
     with hub.journal.reading() as conn:
-        return conn.execute("SELECT reason, COUNT(*) FROM dead_letters GROUP BY reason").fetchall()
+        return conn.execute(
+            "SELECT reason, SUM(count) FROM dead_letters GROUP BY reason"
+        ).fetchall()
 
 
 async def test_console_requires_token_except_healthz(hub: HubService, device: DeviceClient) -> None:
@@ -144,3 +147,214 @@ async def test_state_change_refuses_cookie_only_requests(hub: HubService) -> Non
         page = await http.get("/")
     assert refused.status_code == 401
     assert page.status_code == 200
+
+
+async def test_a_failing_rule_does_not_stop_later_alerts(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str, device: DeviceClient
+) -> None:
+    """A rule that blows up on one event is logged; the next toilet call still opens an alert."""
+    root = unique_topic_root.replace("/", "-")
+    broken_rule = tmp_path / "broken.yaml"
+    broken_rule.write_text(
+        "rules:\n"
+        "  - id: broken-format\n"
+        "    when: {kind: rating_pad, type: rating}\n"
+        "    then: [{raise: {condition: x, severity: low, team: t, message: '{zone:d}'}}]\n",
+        encoding="utf-8",
+    )
+    config = hub_config(tmp_path / "hub", broker.port, root, DEVICES, rule_files=[broken_rule])
+    service = HubService(config)
+    await service.start()
+    try:
+        assert service.ingest.wait_subscribed(10)
+        device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": "W1"})
+        device.publish(f"{root}/alarm-1/call", {"source": "cord"})
+        await eventually(
+            lambda: count(service, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'")
+        )
+    finally:
+        await service.stop()
+
+
+async def test_second_hub_on_the_same_state_dir_is_refused(
+    hub: HubService, broker: ManagedBroker
+) -> None:
+    """Two hubs on one journal would corrupt each other's sequences; the second is refused."""
+    from hub.statelock import StateDirInUseError
+
+    twin = HubService(hub.config)
+    with pytest.raises(StateDirInUseError, match="in use by another hub"):
+        await twin.start()
+    assert hub.ingest.connected  # the first hub is untouched
+
+
+async def test_managed_broker_runs_under_the_hub(tmp_path: Path, unique_topic_root: str) -> None:
+    """With mqtt.managed the hub runs its own Mosquitto and stops it on the way out."""
+    from tests.conftest import free_port
+
+    port = free_port()
+    root = unique_topic_root.replace("/", "-")
+    config = hub_config(tmp_path / "hub", port, root, DEVICES)
+    config.mqtt.managed = True
+    service = HubService(config)
+    await service.start()
+    try:
+        assert service.ingest.wait_subscribed(15)
+        assert service.broker is not None and service.broker.running
+        broker = service.broker
+    finally:
+        await service.stop()
+    assert not broker.running
+
+
+async def test_text_that_sqlite_cannot_store_is_refused_not_left_in_flight(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """Lone surrogates beyond the receive window are refused and acknowledged.
+
+    A toilet call sent after them still opens its alert.
+    """
+    root = hub.config.mqtt.topic_root
+    poison = b'{"msg_id": "p%d", "online": true, "firmware": "\\ud800"}'
+    for n in range(hub.config.mqtt.receive_maximum + 20):
+        device.publish(f"{root}/pad-1/status", poison.replace(b"%d", str(n).encode()))
+    device.publish(f"{root}/alarm-1/call", {"source": "cord"})
+
+    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'"))
+    assert count(hub, "SELECT SUM(count) FROM dead_letters WHERE reason = 'not_utf8'") >= 220
+
+
+async def test_reused_message_id_with_other_content_is_kept_aside(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """A device reusing a msg_id for a different message is flagged, not silently dropped."""
+    root = hub.config.mqtt.topic_root
+    body = b'{"msg_id": "7", "level": "%s", "window": "W1"}'
+    device.publish(f"{root}/pad-1/rating", body % "满意".encode())
+    device.publish(f"{root}/pad-1/rating", body % "满意".encode())  # a true redelivery
+    device.publish(f"{root}/pad-1/rating", body % "不满意".encode())  # a collision
+
+    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM dead_letters"))
+    assert count(hub, "SELECT COUNT(*) FROM events WHERE type = 'rating'") == 1
+    assert count(hub, "SELECT COUNT(*) FROM dead_letters WHERE reason = 'id_collision'") == 1
+
+
+async def test_huge_refused_payload_keeps_only_its_head(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """A 200 kB refused message stores 4 KB plus its size and digest; repeats are counted."""
+    junk = b"x" * 200_000
+    device.publish(f"{hub.config.mqtt.topic_root}/ghost/call", junk)
+    device.publish(f"{hub.config.mqtt.topic_root}/ghost/call", junk)
+
+    await eventually(lambda: count(hub, "SELECT SUM(count) FROM dead_letters") == 2)
+    with hub.journal.reading() as conn:
+        size, kept, repeats = conn.execute(
+            "SELECT size, LENGTH(raw), count FROM dead_letters"
+        ).fetchone()
+    assert (size, kept, repeats) == (200_000, 4096, 2)
+
+
+async def test_call_committed_just_before_a_crash_still_alerts_after_restart(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """A call journaled and acknowledged, cut off before the rules ran, alerts at restart."""
+    from hub.events import Lane, Observation, device_event_id
+    from hub.journal import Journal
+
+    config = hub_config(tmp_path / "hub", broker.port, unique_topic_root.replace("/", "-"), DEVICES)
+    journal = Journal(config.hub.state_dir / "journal.sqlite3", config.hub.id)
+    journal.open()
+    call = Observation(
+        device_event_id("alarm-1", "boot1-7"),
+        Lane.ALARM,
+        "alarm-1",
+        "toilet_alarm",
+        "call",
+        {"source": "cord"},
+        time.time(),
+        True,
+    )
+    await journal.append(call)
+    journal.close()  # the power fails here: PUBACK sent, rules never ran
+
+    service = HubService(config)
+    await service.start()
+    try:
+        await eventually(
+            lambda: count(
+                service,
+                "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1' AND state = 'open'",
+            )
+        )
+    finally:
+        await service.stop()
+
+    again = HubService(config)  # and a second restart does not raise it twice
+    await again.start()
+    try:
+        await asyncio.sleep(0.3)
+        assert count(again, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'") == 1
+        assert count(again, "SELECT count FROM alerts WHERE device_id = 'alarm-1'") == 1
+    finally:
+        await again.stop()
+
+
+async def test_unusable_state_folder_is_a_clear_error(tmp_path: Path) -> None:
+    """A state folder that cannot be created gives one clear error, not a traceback."""
+    from hub.errors import HallhubError
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the state folder should be")
+    service = HubService(hub_config(blocker / "hub", 1, "x", DEVICES))
+
+    with pytest.raises(HallhubError, match="cannot use state folder"):
+        await service.start()
+
+
+async def test_acknowledging_an_impossible_alert_id_is_not_found(hub: HubService) -> None:
+    """An alert id too large for SQLite is answered 404, not a server error."""
+    async with httpx.AsyncClient(base_url=hub.console_url) as http:
+        reply = await http.post(
+            "/api/alerts/99999999999999999999999/acknowledge",
+            headers={"Authorization": f"Bearer {hub.token}"},
+        )
+    assert reply.status_code == 404
+
+
+async def test_call_held_while_the_journal_is_full_arrives_once_space_returns(
+    hub: HubService, device: DeviceClient
+) -> None:
+    """With the journal full, ratings and a toilet call are held, not lost or refused;
+    they are journaled and the call alerts once space returns."""
+    root = hub.config.mqtt.topic_root
+    hub.journal.set_size_limit(hub.journal.path.stat().st_size).result(timeout=5)
+    for n in range(300):
+        device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": f"W{n}"})
+    device.publish(f"{root}/alarm-1/call", {"source": "cord"})
+    await asyncio.sleep(1.5)
+    held = 300 - count(hub, "SELECT COUNT(*) FROM events WHERE type = 'rating'")
+    assert held > 0, "the size limit did not fill the journal"
+    assert count(hub, "SELECT COUNT(*) FROM events WHERE type = 'call'") == 0
+
+    await eventually(lambda: _lift_size_limit(hub), timeout=10)
+
+    await eventually(
+        lambda: count(hub, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'"), timeout=40
+    )
+    await eventually(
+        lambda: count(hub, "SELECT COUNT(*) FROM events WHERE type = 'rating'") == 300, 40
+    )
+    assert count(hub, "SELECT COUNT(*) FROM events WHERE type = 'call'") == 1
+    assert count(hub, "SELECT COUNT(*) FROM dead_letters") == 0
+
+
+def _lift_size_limit(hub: HubService) -> bool:
+    """Lift the cap; while the journal is full, the group carrying it may fail too."""
+    from hub.errors import JournalError
+
+    try:
+        hub.journal.set_size_limit(None).result(timeout=5)
+    except JournalError:
+        return False
+    return True
