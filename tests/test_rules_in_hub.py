@@ -275,3 +275,22 @@ async def test_wall_clock_jumps_in_the_hub_neither_fire_nor_strand_a_timer(
     finally:
         device.close()
         await hub.stop()
+
+
+def test_a_city_baseline_arriving_later_is_picked_up_by_reload(tmp_path: Path) -> None:
+    """The sync drops a baseline file into the empty city folder: the next look reloads it."""
+    from rules.layers import RuleFilesWatcher
+
+    state = tmp_path / "state"
+    watcher = RuleFilesWatcher(hall_layers(state, []))
+    assert watcher.reload_if_changed() is None
+    city = state / CITY_RULES_DIR
+    city.mkdir(parents=True)
+    (city / "baseline.yaml").write_text(
+        "overrides:\n  crowding:\n    if: {held_for: 1200}\n", encoding="utf-8"
+    )
+    loaded = watcher.reload_if_changed()
+    assert loaded is not None
+    crowding = next(rule for rule in loaded.rules if rule.id == "crowding")
+    assert crowding.if_.held_for == 1200
+    assert loaded.sources["crowding"]["if.held_for"].startswith("city:")
