@@ -48,12 +48,14 @@ class ReplayReport:
     candidate: list[Firing]
     only_current: list[Firing]
     only_candidate: list[Firing]
+    recorded: dict[str, int]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "events": self.events,
             "firings": {"current": len(self.current), "candidate": len(self.candidate)},
             "by_rule": {
+                "recorded": self.recorded,
                 "current": dict(Counter(f.rule_id for f in self.current)),
                 "candidate": dict(Counter(f.rule_id for f in self.candidate)),
             },
@@ -166,7 +168,24 @@ def replay_preview(
     only_current, only_candidate = _difference(now_firings, new_firings)
     logger.info("replayed %d events: %d firings now, %d with the candidate rules",
                 count, len(now_firings), len(new_firings))  # fmt: skip
-    return ReplayReport(count, now_firings, new_firings, only_current, only_candidate)
+    recorded = _recorded_firings(journal, start, end)
+    return ReplayReport(count, now_firings, new_firings, only_current, only_candidate, recorded)
+
+
+def _recorded_firings(journal: Path, start: float, end: float) -> dict[str, int]:
+    """Firings the live hub journaled in the range, per rule (what the rules really did)."""
+    conn = connect(journal, writer=False)
+    try:
+        rows = conn.execute(
+            "SELECT rule_id, COUNT(*) FROM rule_firings WHERE fired_at >= ? AND fired_at < ?"
+            " GROUP BY rule_id ORDER BY rule_id",
+            (start, end),
+        ).fetchall()
+    except sqlite3.OperationalError:
+        return {}  # a journal from before rules kept firings
+    finally:
+        conn.close()
+    return {rule_id: int(count) for rule_id, count in rows}
 
 
 def _difference(left: list[Firing], right: list[Firing]) -> tuple[list[Firing], list[Firing]]:

@@ -13,6 +13,8 @@ import pytest
 from hub.cli import main
 from hub.events import Lane, Observation, hub_event_id
 from hub.journal import Journal
+from rules import store
+from rules.engine import Firing
 from rules.replay import JournalSnapshot
 from tests.rulekit import wall_at
 
@@ -39,7 +41,10 @@ def observation(device_id: str, kind: str, type_: str, at: float, **data: object
 
 
 async def fill_journal(journal: Journal) -> None:
-    """A Monday: the waiting zone holds 25 people for 20 minutes, then empties; one bad rating."""
+    """A Monday: the waiting zone holds 25 people for 20 minutes, then empties; one bad rating.
+
+    The live hub journaled its firing of bad-rating, as `rule_firings` records it.
+    """
     start = wall_at("2026-03-02 10:00")
     for minute in range(0, 21, 5):
         await journal.append(
@@ -51,6 +56,14 @@ async def fill_journal(journal: Journal) -> None:
     await journal.append(
         observation("pad-1", "rating_pad", "rating", start + 1600, level="不满意", window="W01")
     )
+    await journal.write(store.create_tables)
+    await journal.write(
+        lambda conn: store.save(conn, [_bad_rating_firing()], {}, start + 1600, 0, "b")
+    )
+
+
+def _bad_rating_firing() -> Firing:
+    return Firing("bad-rating", "pad-1", "then", ("ev",), ())
 
 
 @pytest.fixture
@@ -86,6 +99,7 @@ def test_replay_reports_what_the_candidate_would_do_and_the_difference(
 
     assert code == 0 and report["events"] == 7
     assert report["by_rule"]["current"] == {"bad-rating": 1}
+    assert report["by_rule"]["recorded"] == {"bad-rating": 1}
     assert report["by_rule"]["candidate"] == {"crowding": 2}
     assert [f["rule_id"] for f in report["only_current"]] == ["bad-rating"]
     phases = [(f["rule_id"], f["phase"]) for f in report["only_candidate"]]
