@@ -104,6 +104,9 @@ class HubConfig(_Section):
     city: CitySection | None = None
     models_dir: Path | None = None
     rule_files: list[Path] = []
+    calendar_file: Path | None = Field(
+        default=None, description="hall calendar: hours, next year's holiday table, closures"
+    )
     devices: list[DeviceSpec] = []
     alerts: AlertsSection = AlertsSection()
     _source: Path | None = PrivateAttr(default=None)
@@ -143,6 +146,8 @@ class HubConfig(_Section):
         if self.models_dir is not None:
             self.models_dir = under(self.models_dir)
         self.rule_files = [under(path) for path in self.rule_files]
+        if self.calendar_file is not None:
+            self.calendar_file = under(self.calendar_file)
         return self
 
 

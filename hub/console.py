@@ -86,6 +86,9 @@ def create_app(service: HubService) -> Starlette:
         lanes = service.uplink.status() if service.uplink is not None else {}
         return JSONResponse({"configured": service.uplink is not None, "lanes": lanes})
 
+    async def rules(_request: Request) -> Response:
+        return JSONResponse(service.rules.describe())
+
     async def prometheus(_request: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -104,6 +107,7 @@ def create_app(service: HubService) -> Starlette:
         Route("/api/sync", sync),
         *alert_routes(service),
         *mobile_routes(service),
+        Route("/api/rules", rules),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(TokenAuth, token=service.token)

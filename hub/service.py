@@ -27,6 +27,7 @@ from hub import metrics
 from hub.alerts import DevicePlace
 from hub.alerts.crews import CrewAlerts
 from hub.broker import Broker, start_broker
+from hub.calendar import HallCalendar, load_calendar_settings
 from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.errors import HallhubError, JournalError
@@ -34,7 +35,8 @@ from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
 from hub.journal import Journal, read_lane
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
-from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
+from rules.layers import hall_layers
+from rules.runner import MqttCommandService, RuleRunner
 from sync.uplink import Uplink
 
 logger = logging.getLogger(__name__)
@@ -93,10 +95,12 @@ class HubService:
         models = load_models(shipped_models_dir(), *filter(None, [config.models_dir]))
         _check_models_exist(config, models)
         self.registry = Registry(config.devices, models)
-        self.rules = RulesEngine.from_files([shipped_pack(), *config.rule_files])
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = ""
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
+        self.calendar = HallCalendar(
+            load_calendar_settings(config.calendar_file) if config.calendar_file else None
+        )
         self.crews = CrewAlerts(
             config.alerts,
             self.journal,
@@ -104,8 +108,19 @@ class HubService:
             self._place_of,
             f"{config.mqtt.crew_topic_root}/{config.hub.id}/crews",
             (config.mqtt.host, config.mqtt.port, config.client_id),
+            # With a hall calendar file, its opening hours decide what pages at night.
+            hours=CalendarHours(self.calendar) if config.calendar_file else None,
         )
         self.alerts = self.crews.alerts
+        self.rules = RuleRunner(
+            journal=self.journal,
+            clock=self.clock,
+            calendar=self.calendar,
+            layers=hall_layers(state_dir, config.rule_files),
+            alerts=self.alerts,
+            commands=MqttCommandService(self.ingest.publish, config.mqtt.topic_root),
+            publish=self.ingest.publish,
+        )
         self.uplink: Uplink | None = None
         self.console_port: int | None = None
         self._committed: asyncio.Queue[list[Event]] = asyncio.Queue()
@@ -167,11 +182,13 @@ class HubService:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
 
         self.journal.add_commit_listener(hand_over)
+        await self.rules.start()
         self._start_uplink()
         self.ingest.start()
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
+        self._tasks.start("rules-timers", self.rules.run())
         await self._start_console()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
 
@@ -372,20 +389,7 @@ class HubService:
 
     async def _evaluate(self, event: Event) -> None:
         device = self.registry.get(event.device_id)
-        zone = device.spec.zone if device else ""
-        for action in self.rules.evaluate(event, zone):
-            metrics.RULE_FIRINGS.labels(action.rule_id).inc()
-            if isinstance(action, RaiseCondition):
-                await self.alerts.raise_condition(
-                    action.device_id,
-                    action.condition,
-                    action.severity,
-                    action.team,
-                    action.message,
-                    action.event_id,
-                )
-            elif isinstance(action, ClearCondition):
-                await self.alerts.clear_condition(action.device_id, action.condition)
+        await self.rules.on_event(event, device.spec.zone if device else "")
 
     async def _watch_health(self) -> None:
         while True:
@@ -480,3 +484,13 @@ def _check_models_exist(config: HubConfig, models: dict[str, DeviceModel]) -> No
                 ("devices", index, "model"),
                 f"device {device.id}: unknown model {device.model!r}; known models: {known}",
             )
+
+
+class CalendarHours:
+    """The hall calendar's opening hours, as the alerts' paging policy asks for them."""
+
+    def __init__(self, calendar: HallCalendar) -> None:
+        self._calendar = calendar
+
+    def is_open(self, wall: float) -> bool:
+        return self._calendar.is_open(self._calendar.at_wall(wall))

@@ -56,7 +56,10 @@ async def test_an_urgent_call_reaches_mqtt_sms_webhook_and_email(
             )
             await hub.crews.dispatcher.drain()
             await eventually(lambda: crews.messages)
-            deliveries = rows(hub.journal, "SELECT channel, state, attempts FROM alert_deliveries")
+            deliveries = rows(
+                hub.journal,
+                "SELECT channel, state, attempts FROM alert_deliveries WHERE team = 'duty_desk'",
+            )
         finally:
             crews.close()
             await hub.stop()
@@ -88,7 +91,10 @@ async def test_wan_down_webhook_and_email_fail_while_sms_and_mqtt_deliver(
             await eventually(lambda: crews.messages and modem.sent)
             await hub.crews.dispatcher.drain()
             deliveries = {
-                d["channel"]: d for d in rows(hub.journal, "SELECT * FROM alert_deliveries")
+                d["channel"]: d
+                for d in rows(
+                    hub.journal, "SELECT * FROM alert_deliveries WHERE team = 'duty_desk'"
+                )
             }
         finally:
             crews.close()
