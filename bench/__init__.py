@@ -1,1 +1,1 @@
-"""Benchmarks: scripts that print figures; never run by the test suite."""
+"""Benchmarks that print figures; run them as modules (python -m bench.NAME)."""

@@ -114,6 +114,9 @@ class MqttIngest:
         self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
+        # paho closes the wake-up socket pair of loop_start() only when the client is
+        # garbage collected, which under a cycle can leave both sockets unclosed.
+        self._client._reset_sockets(sockpair_only=True)
         self._connected.clear()
 
     def wait_connected(self, timeout: float) -> bool:

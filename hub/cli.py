@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -87,6 +88,20 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--token-file", type=Path, help="API token (default: from --config)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
+    from hub.alerts.cli import add_parser as add_alerts_parser
+
+    add_alerts_parser(commands)
+
+    rules = commands.add_parser("rules", help="work with the hall's rules")
+    rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
+    replay = rule_commands.add_parser(
+        "replay", help="preview a candidate rule set against journaled events (no side effects)"
+    )
+    replay.add_argument("--config", type=Path, required=True, metavar="FILE")
+    replay.add_argument("--from", dest="start", required=True, metavar="DATE")
+    replay.add_argument("--to", dest="end", required=True, metavar="DATE")
+    replay.add_argument("--rules", type=Path, required=True, metavar="DIR")
+
     # Its options belong to sync.receiver; they are passed through unparsed.
     commands.add_parser(
         "city-receiver",
@@ -138,7 +153,22 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _enroll(args)
     if args.command == "sync":
         return _sync_status(args)
+
+    if args.command == "alerts":
+        from hub.alerts.cli import run as run_alerts_command
+
+        return run_alerts_command(args)
+    if args.command == "rules":
+        return _rules_replay(args)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _rules_replay(args: argparse.Namespace) -> int:
+    from rules.replay import preview_for_config
+
+    report = preview_for_config(args.config, args.start, args.end, args.rules)
+    sys.stdout.write(json.dumps(report.to_json(), ensure_ascii=False, indent=2) + "\n")
+    return 0
 
 
 async def _run_hub(config_path: Path) -> int:

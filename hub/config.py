@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
+from hub.alerts.settings import AlertsSection
 from hub.errors import ConfigError
 from hub.events import Lane
 from hub.yamlfile import Location, describe_errors, line_of, read_yaml
@@ -138,7 +139,11 @@ class HubConfig(_Section):
     city: CitySection | None = None
     models_dir: Path | None = None
     rule_files: list[Path] = []
+    calendar_file: Path | None = Field(
+        default=None, description="hall calendar: hours, next year's holiday table, closures"
+    )
     devices: list[DeviceSpec] = []
+    alerts: AlertsSection = AlertsSection()
     _source: Path | None = PrivateAttr(default=None)
     _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
 
@@ -176,6 +181,8 @@ class HubConfig(_Section):
         if self.models_dir is not None:
             self.models_dir = under(self.models_dir)
         self.rule_files = [under(path) for path in self.rule_files]
+        if self.calendar_file is not None:
+            self.calendar_file = under(self.calendar_file)
         return self
 
 

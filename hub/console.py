@@ -22,6 +22,9 @@ from starlette.routing import Route
 
 from hub import metrics
 from hub.alerts import AlertNotFoundError, list_alerts
+from hub.alerts.api import alert_routes
+from hub.alerts.mobile import PAGE as MOBILE_PAGE
+from hub.alerts.mobile import csrf_matches, mobile_routes
 from hub.tokens import token_matches
 from sync.outbox import pending_lags
 from sync.poison import set_aside_summary
@@ -45,13 +48,15 @@ class TokenAuth(BaseHTTPMiddleware):
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         if request.url.path in OPEN_ROUTES:
             return await call_next(request)
-        if request.url.path == "/" and token_matches(
+        if request.url.path in ("/", MOBILE_PAGE) and token_matches(
             self._token, request.query_params.get("token")
         ):
-            return _remember_token(self._token)
+            return _remember_token(self._token, request.url.path)
         if token_matches(self._token, _bearer(request)):
             return await call_next(request)
-        if request.method == "GET" and token_matches(self._token, request.cookies.get(COOKIE)):
+        if token_matches(self._token, request.cookies.get(COOKIE)) and (
+            request.method == "GET" or _mobile_form(request, self._token)
+        ):
             return await call_next(request)
         return JSONResponse({"error": "authentication required"}, status_code=401)
 
@@ -95,6 +100,9 @@ def create_app(service: HubService) -> Starlette:
             }
         )
 
+    async def rules(_request: Request) -> Response:
+        return JSONResponse(service.rules.describe())
+
     async def prometheus(_request: Request) -> Response:
         return Response(generate_latest(metrics.REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
@@ -111,6 +119,9 @@ def create_app(service: HubService) -> Starlette:
         Route("/api/alerts", alerts),
         Route("/api/alerts/{alert_id:int}/acknowledge", acknowledge, methods=["POST"]),
         Route("/api/sync", sync),
+        *alert_routes(service),
+        *mobile_routes(service),
+        Route("/api/rules", rules),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(TokenAuth, token=service.token)
@@ -123,8 +134,15 @@ def _bearer(request: Request) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def _remember_token(token: str) -> Response:
-    response = RedirectResponse("/", status_code=303)
+def _mobile_form(request: Request, token: str) -> bool:
+    """A phone's form post: under /m/ and carrying the page's CSRF token."""
+    return request.url.path.startswith("/m/") and csrf_matches(
+        token, request.query_params.get("csrf")
+    )
+
+
+def _remember_token(token: str, page: str = "/") -> Response:
+    response = RedirectResponse(page, status_code=303)
     response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
     return response
 

@@ -34,6 +34,18 @@ ALERTS = Gauge(
     ["state"],
     registry=REGISTRY,
 )
+ALERT_DELIVERIES = Counter(
+    "hallhub_alert_deliveries",
+    "Pages finished, by channel and outcome (delivered or failed after retries).",
+    ["channel", "state"],
+    registry=REGISTRY,
+)
+ACK_REFUSALS = Counter(
+    "hallhub_alert_ack_refusals",
+    "Acknowledgements refused, by source (mqtt, sms).",
+    ["source"],
+    registry=REGISTRY,
+)
 DEVICES_ONLINE = Gauge(
     "hallhub_devices_online",
     "Devices currently online.",

@@ -25,8 +25,10 @@ from devices.mqtt_ingest import BrokerSettings, MqttIngest
 from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
-from hub.alerts import AlertService, encode_notice, list_alerts
+from hub.alerts import DevicePlace, list_alerts
+from hub.alerts.crews import CrewAlerts
 from hub.broker import Broker, start_broker
+from hub.calendar import HallCalendar, load_calendar_settings
 from hub.clock import Clock, SystemClock
 from hub.config import CitySection, HubConfig
 from hub.errors import ConfigError, HallhubError, JournalError
@@ -34,7 +36,8 @@ from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
 from hub.journal import Journal, read_lane
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
-from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
+from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
+from rules.runner import MqttCommandService, RuleRunner
 from sync.backlog import BacklogGuard, BacklogPolicy
 from sync.city_config import CityConfigStore
 from sync.commands import CommandChannel, Handler, events_after
@@ -47,7 +50,10 @@ logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL = 1.0
 SYNC_ALERT_TEAM = "hall_it"
+SYNC_ALERT_SEVERITY = "high"
 MIB = 1024 * 1024
+RULES_RETRY_FIRST = 0.5
+RULES_RETRY_CAP = 30.0
 
 
 @dataclass
@@ -97,11 +103,33 @@ class HubService:
         self.clock: Clock = clock or SystemClock(config.hub.clock_sync)
         state_dir = config.hub.state_dir
         self.city_config = CityConfigStore(state_dir)
-        self.registry, self.rules = self._load_layers()
+        self.registry = self._load_registry()
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = ""
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
-        self.alerts = AlertService(self.journal, self.clock, self._announce)
+        self.calendar = HallCalendar(
+            load_calendar_settings(config.calendar_file) if config.calendar_file else None
+        )
+        self.crews = CrewAlerts(
+            config.alerts,
+            self.journal,
+            self.clock,
+            self._place_of,
+            f"{config.mqtt.crew_topic_root}/{config.hub.id}/crews",
+            (config.mqtt.host, config.mqtt.port, config.client_id),
+            # With a hall calendar file, its opening hours decide what pages at night.
+            hours=CalendarHours(self.calendar) if config.calendar_file else None,
+        )
+        self.alerts = self.crews.alerts
+        self.rules = RuleRunner(
+            journal=self.journal,
+            clock=self.clock,
+            calendar=self.calendar,
+            layers=hall_layers(state_dir, config.rule_files),
+            alerts=self.alerts,
+            commands=MqttCommandService(self.ingest.publish, config.mqtt.topic_root),
+            publish=self.ingest.publish,
+        )
         self.uplink: Uplink | None = None
         self.commands: CommandChannel | None = None
         self.console_port: int | None = None
@@ -158,18 +186,20 @@ class HubService:
         self.journal.open()
         with self.journal.reading() as conn:
             self.registry.restore(conn)
+        await self.crews.start()
 
         def hand_over(events: list[Event]) -> None:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
 
         self.journal.add_commit_listener(hand_over)
+        await self.rules.start()
         self._start_uplink()
         self.ingest.start()
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
+        self._tasks.start("rules-timers", self.rules.run())
         await self._start_console()
-        await self.alerts.refresh_metrics()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
 
     async def stop(self) -> None:
@@ -179,6 +209,7 @@ class HubService:
         self.ingest.stop()
         await self._stop_console()
         await self._tasks.cancel_all()
+        await self.crews.stop()
         self.journal.close()
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
@@ -253,14 +284,13 @@ class HubService:
 
     def _start_command_channel(self, city: CitySection) -> None:
         assert self.uplink is not None
-        uplink = self.uplink
         handlers: dict[str, Handler] = {
             "configure": self._apply_city_config,
             "query_state": self._answer_state_query,
             "query_events": lambda payload: events_after(self.journal, payload),
         }
         self.commands = CommandChannel(
-            uplink,
+            self.uplink,
             city.url,
             self.config.hub.id,
             handlers,
@@ -271,40 +301,68 @@ class HubService:
 
     # -- the city's configuration layer ------------------------------------------
 
-    def _load_layers(self) -> tuple[Registry, RulesEngine]:
-        """Devices and rules on the city's active configuration, rolled back if it fails."""
+    def _load_registry(self) -> Registry:
+        """Devices on the city's active device models, rolled back if the hub cannot."""
         while True:
             city_layer = self.city_config.active_dir()
             try:
-                return self._build_layers(city_layer)
+                self._check_city_layer(city_layer)
+                if city_layer is not None:
+                    self._link_city_rules()
+                return self._build_registry(city_layer)
             except ConfigError:
                 if city_layer is None:
                     raise
                 logger.exception("hub cannot start on city configuration %s", city_layer.name)
                 self.city_config.roll_back()
 
-    def _build_layers(self, city_layer: Path | None) -> tuple[Registry, RulesEngine]:
-        # The city's files are the baseline; the hall's own files come after them.
+    def _build_registry(self, city_layer: Path | None) -> Registry:
+        # The city's models are the baseline; the hall's own models_dir comes after.
         model_dirs = [shipped_models_dir()]
-        city_rules: list[Path] = []
         if city_layer is not None:
             model_dirs.append(city_layer / "devices")
-            city_rules = sorted((city_layer / "rules").glob("*.yaml"))
         model_dirs += filter(None, [self.config.models_dir])
         models = load_models(*model_dirs)
         _check_models_exist(self.config, models)
-        rules = RulesEngine.from_files([shipped_pack(), *city_rules, *self.config.rule_files])
-        return Registry(self.config.devices, models), rules
+        return Registry(self.config.devices, models)
+
+    def _check_city_layer(self, city_layer: Path | None) -> None:
+        """Raise ConfigError if the rules would not load with this city layer."""
+        layers = hall_layers(self.config.hub.state_dir, self.config.rule_files)
+        rules_dir = city_layer / "rules" if city_layer is not None else None
+        layers = [
+            (name, rules_dir if name == "city" and rules_dir else path) for name, path in layers
+        ]
+        load_layers(layers)
+        self._build_registry(city_layer)
 
     def _start_on_city_config(self, city_layer: Path) -> None:
-        """Take the new rules at once; new device models apply at the next start."""
-        _registry, rules = self._build_layers(city_layer)
-        self.rules = rules
+        """Check the new version, point the rules' city layer at it, reload the rules.
+
+        New device models apply at the next start.
+        """
+        self._check_city_layer(city_layer)
+        self._link_city_rules()
+        self.rules.reload_if_changed()
+
+    def _link_city_rules(self) -> None:
+        """Make the rules' city layer follow the active city configuration."""
+        link = self.config.hub.state_dir / CITY_RULES_DIR
+        if link.is_symlink():
+            return
+        if link.exists():
+            raise ConfigError(str(link), ["a folder of the hall's own; the city cannot manage it"])
+        temporary = link.with_name(f".{link.name}.new")
+        temporary.unlink(missing_ok=True)
+        temporary.symlink_to(Path("city-config") / "current" / "rules")
+        temporary.replace(link)
 
     async def _apply_city_config(self, bundle: dict[str, Any]) -> dict[str, Any]:
         assert self.uplink is not None
         keys = {key.key_id: key for key in self.uplink.signing_keys()}
         result = self.city_config.apply(bundle, keys, self._start_on_city_config)
+        if result.status == "rolled_back":
+            self.rules.reload_if_changed()
         return result.to_json()
 
     async def _answer_state_query(self, _payload: dict[str, Any]) -> dict[str, Any]:
@@ -320,6 +378,35 @@ class HubService:
             "set_aside": set_aside,
             "city_config": self.city_config.active_version(),
         }
+
+    async def _alert_set_aside(self, record: SetAside) -> None:
+        """A quarantined event needs a person; a dead-lettered one is only logged."""
+        if record.disposition is not Disposition.QUARANTINED:
+            return
+        event = record.event
+        await self.alerts.raise_condition(
+            event.device_id,
+            f"sync_quarantine:{event.lane.value}:{event.seq}",
+            SYNC_ALERT_SEVERITY,
+            SYNC_ALERT_TEAM,
+            f"city refused {event.lane.value} event {event.event_id}; quarantined on the hub",
+            event.event_id,
+        )
+
+    async def _alert_backlog(self, condition: str, message: str) -> None:
+        await self.alerts.raise_condition(
+            HUB_SOURCE, condition, SYNC_ALERT_SEVERITY, SYNC_ALERT_TEAM, message, None
+        )
+
+    async def _alert_certificate(self, path: Path, days: float) -> None:
+        await self.alerts.raise_condition(
+            HUB_SOURCE,
+            "client_certificate_expiring",
+            SYNC_ALERT_SEVERITY,
+            SYNC_ALERT_TEAM,
+            f"client certificate {path.name} for the city expires in {days:.0f} days",
+            None,
+        )
 
     def _start_pollers(self) -> None:
         for device in self.registry.all():
@@ -363,6 +450,10 @@ class HubService:
         handled = await self._catch_up_rules()
         while True:
             events = await self._committed.get()
+            # Take every group committed meanwhile, so saving progress once per pass
+            # (a journal round trip) cannot make the rules fall ever further behind.
+            while not self._committed.empty():
+                events = [*events, *self._committed.get_nowait()]
             fresh = [event for event in events if event.seq > handled[event.lane]]
             for event in fresh:
                 await self._observe_health(event)
@@ -420,27 +511,28 @@ class HubService:
             logger.warning("could not record rule progress: %s", exc)
 
     async def _apply_rules(self, event: Event) -> None:
-        try:
-            await self._evaluate(event)
-        except Exception:  # one failing event must not stop the rules for all
-            logger.exception("rules failed on event %s", event.event_id)
+        """Evaluate `event`; while the journal cannot record the outcome, keep trying.
+
+        Progress only moves past an event once its alerts are on disk, so a full disk
+        delays an alert but never drops it. Any other failure is a fault in one rule:
+        logged, and the rules go on with the next event.
+        """
+        delay = RULES_RETRY_FIRST
+        while True:
+            try:
+                await self._evaluate(event)
+                return
+            except JournalError as exc:
+                logger.error("rules wait for the journal on %s: %s", event.event_id, exc)
+                await self.clock.sleep(delay)
+                delay = min(RULES_RETRY_CAP, delay * 2)
+            except Exception:
+                logger.exception("rules failed on event %s", event.event_id)
+                return
 
     async def _evaluate(self, event: Event) -> None:
         device = self.registry.get(event.device_id)
-        zone = device.spec.zone if device else ""
-        for action in self.rules.evaluate(event, zone):
-            metrics.RULE_FIRINGS.labels(action.rule_id).inc()
-            if isinstance(action, RaiseCondition):
-                await self.alerts.raise_condition(
-                    action.device_id,
-                    action.condition,
-                    action.severity,
-                    action.team,
-                    action.message,
-                    action.event_id,
-                )
-            elif isinstance(action, ClearCondition):
-                await self.alerts.clear_condition(action.device_id, action.condition)
+        await self.rules.on_event(event, device.spec.zone if device else "")
 
     async def _watch_health(self) -> None:
         while True:
@@ -495,39 +587,11 @@ class HubService:
             clock_synchronised=self.clock.is_synchronised(),
         )
 
-    async def _alert_set_aside(self, record: SetAside) -> None:
-        """A quarantined event needs a person; a dead-lettered one is only logged."""
-        if record.disposition is not Disposition.QUARANTINED:
-            return
-        event = record.event
-        await self.alerts.raise_condition(
-            event.device_id,
-            f"sync_quarantine:{event.lane.value}:{event.seq}",
-            "warning",
-            SYNC_ALERT_TEAM,
-            f"city refused {event.lane.value} event {event.event_id}; quarantined on the hub",
-            event.event_id,
-        )
-
-    async def _alert_backlog(self, condition: str, message: str) -> None:
-        await self.alerts.raise_condition(
-            HUB_SOURCE, condition, "warning", SYNC_ALERT_TEAM, message, None
-        )
-
-    async def _alert_certificate(self, path: Path, days: float) -> None:
-        await self.alerts.raise_condition(
-            HUB_SOURCE,
-            "client_certificate_expiring",
-            "warning",
-            SYNC_ALERT_TEAM,
-            f"client certificate {path.name} for the city expires in {days:.0f} days",
-            None,
-        )
-
-    def _announce(self, team: str, notice: dict[str, Any]) -> None:
-        root = self.config.mqtt.crew_topic_root
-        topic = f"{root}/{self.config.hub.id}/crews/{team}/alerts"
-        self.ingest.publish(topic, encode_notice(notice))
+    def _place_of(self, device_id: str) -> DevicePlace:
+        device = self.registry.get(device_id)
+        if device is None:
+            return DevicePlace()
+        return DevicePlace(device.kind, device.spec.zone, device.spec.floor)
 
 
 def _closed(console: uvicorn.Server) -> bool:
@@ -563,3 +627,13 @@ def _check_models_exist(config: HubConfig, models: dict[str, DeviceModel]) -> No
                 ("devices", index, "model"),
                 f"device {device.id}: unknown model {device.model!r}; known models: {known}",
             )
+
+
+class CalendarHours:
+    """The hall calendar's opening hours, as the alerts' paging policy asks for them."""
+
+    def __init__(self, calendar: HallCalendar) -> None:
+        self._calendar = calendar
+
+    def is_open(self, wall: float) -> bool:
+        return self._calendar.is_open(self._calendar.at_wall(wall))

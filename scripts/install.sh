@@ -17,7 +17,7 @@ export DEBIAN_FRONTEND=noninteractive
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$REPO_ROOT/.venv"
 STAMP="$VENV/.hallhub-install-stamp"
-PACKAGES=(mosquitto socat python3-venv postgresql)
+PACKAGES=(mosquitto socat python3-venv tzdata postgresql)
 
 say() {
     echo "install.sh: $*"

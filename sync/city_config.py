@@ -3,7 +3,8 @@
 A bundle is ``{"version", "files", "key_id", "signature"}``. ``files`` maps a
 relative name to YAML text; the names allowed, and how each is checked:
 
-* ``rules/<name>.yaml``: a rule pack (`rules.engine.load_rule_file`);
+* ``rules/<name>.yaml``: a rule file (`rules.spec.RuleFile`); the whole layering
+  (pack, city, hall; overrides of rules by id) is checked when the hub starts on it;
 * ``devices/<name>.yaml``: a device model (`devices.profiles.load_model_file`);
 * ``schedules.yaml``, ``windows.yaml``, ``calendar.yaml``: opening schedules,
   window assignments, calendar overrides. No hallhub part reads them yet, so they
@@ -39,11 +40,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pydantic
 import yaml
 
 from devices.profiles import load_model_file
 from hub.errors import ConfigError
-from rules.engine import load_rule_file
+from hub.yamlfile import describe_errors, read_yaml
+from rules.spec import RuleFile
 from sync.keys import HubKey
 
 logger = logging.getLogger(__name__)
@@ -237,7 +240,11 @@ def _validate_folder(folder: Path) -> None:
 
 def _validate_file(name: str, path: Path) -> None:
     if name.startswith("rules/"):
-        load_rule_file(path)
+        data, lines = read_yaml(path)
+        try:
+            RuleFile.model_validate({} if data is None else data)
+        except pydantic.ValidationError as exc:
+            raise ConfigError(name, describe_errors(exc, lines)) from exc
     elif name.startswith("devices/"):
         load_model_file(path)
     else:

@@ -39,12 +39,17 @@ def rule_pack(rule_id: str, severity: str = "normal") -> str:
     return (
         "rules:\n"
         f"  - id: {rule_id}\n"
-        "    when: {kind: rating_pad, type: rating, fields: {level: 不满意}}\n"
-        "    raise:\n"
-        "      condition: unhappy_citizen\n"
-        f"      severity: {severity}\n"
-        "      team: window_lead\n"
+        "    when: {kind: rating_pad, type: rating, fields: {level: {eq: 不满意}}}\n"
+        "    then:\n"
+        "      - raise:\n"
+        "          condition: unhappy_citizen\n"
+        f"          severity: {severity}\n"
+        "          team: window_lead\n"
     )
+
+
+# Valid alone, but the hub cannot start on it: it overrides a rule no layer has.
+OVERRIDES_A_MISSING_RULE = "overrides:\n  no-such-rule: {enabled: false}\n"
 
 
 GOOD_FILES = {
@@ -137,7 +142,7 @@ async def city(receiver: tuple[str, Path], tmp_path: Path) -> AsyncIterator[City
 
 
 def rule_ids(hub: HubService) -> set[str]:
-    return {rule.id for rule in hub.rules.rules}
+    return {rule.id for rule in hub.rules.rule_set.rules}
 
 
 async def test_configuration_push_is_applied_and_its_version_reported(
@@ -176,16 +181,16 @@ async def test_push_failing_validation_leaves_the_old_configuration(
 
 
 async def test_push_failing_at_start_rolls_back(hub: HubService, city: City) -> None:
-    """A bundle valid on its own but on which the hub cannot start (its rule id clashes
-    with a shipped rule) is switched to, fails to start, and is rolled back: the old
+    """A bundle valid on its own but on which the hub cannot start (it overrides a
+    rule no layer has) is switched to, fails to start, and is rolled back: the old
     version is active again and reported, and the old rules still run."""
     await city.answer(await city.push("configure", {"version": "v1", "files": GOOD_FILES}))
-    clash = {"rules/city-baseline.yaml": rule_pack("toilet-call")}
+    clash = {"rules/city-baseline.yaml": OVERRIDES_A_MISSING_RULE}
 
     reply = await city.answer(await city.push("configure", {"version": "v2", "files": clash}))
 
     assert reply["status"] == "rolled_back" and reply["active_version"] == "v1"
-    assert "used twice" in reply["problems"][0]
+    assert "no-such-rule: no such rule" in reply["problems"][0]
     assert hub.city_config.active_version() == "v1"
     assert "city-unhappy" in rule_ids(hub)
 
@@ -211,7 +216,7 @@ async def test_hub_that_cannot_boot_on_its_city_configuration_rolls_back(
     (store.root / "versions" / "v1" / "rules").mkdir(parents=True)
     (store.root / "versions" / "v1" / "rules" / "a.yaml").write_text(rule_pack("city-unhappy"))
     (store.root / "versions" / "v2" / "rules").mkdir(parents=True)
-    (store.root / "versions" / "v2" / "rules" / "a.yaml").write_text(rule_pack("toilet-call"))
+    (store.root / "versions" / "v2" / "rules" / "a.yaml").write_text(OVERRIDES_A_MISSING_RULE)
     store._point("previous", "v1")
     store._point("current", "v2")
 
@@ -242,7 +247,12 @@ async def test_city_queries_hub_state_and_events(
 
     assert state["status"] == "ok" and state["hub_id"] == HUB
     assert [d["device_id"] for d in state["devices"]] == ["pad-1"]
-    assert "rating" in state["sync"] and state["open_alerts"] == []
+    assert "rating" in state["sync"]
+    with hub.journal.reading() as conn:
+        active = {
+            row[0] for row in conn.execute("SELECT alert_id FROM alerts WHERE state = 'open'")
+        }
+    assert {alert["alert_id"] for alert in state["open_alerts"]} == active
     assert [e["seq"] for e in events["events"]] == [2, 3]
     assert events["events"][0]["data"]["level"] == "基本满意"
 

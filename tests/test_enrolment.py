@@ -149,7 +149,7 @@ async def test_hub_started_from_its_enrolment_syncs_and_warns_of_certificate_exp
         receiver.stop()
         store.close()
 
-    assert alerts[0]["team"] == "hall_it" and alerts[0]["severity"] == "warning"
+    assert alerts[0]["team"] == "hall_it" and alerts[0]["severity"] == "high"
     assert re.search(r"expires in (9|10) days", str(alerts[0]["message"]))
 
 

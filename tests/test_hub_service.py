@@ -86,7 +86,7 @@ async def test_retained_call_replayed_at_subscribe_raises_nothing(
     try:
         await eventually(lambda: count(service, "SELECT COUNT(*) FROM events WHERE retained = 1"))
         await eventually(lambda: service.registry.get("alarm-1").last_seen)  # type: ignore[union-attr]
-        assert count(service, "SELECT COUNT(*) FROM alerts") == 0
+        assert count(service, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'") == 0
     finally:
         device.client.publish(f"{root}/alarm-1/call", b"", qos=1, retain=True).wait_for_publish(5)
         await service.stop()
@@ -209,7 +209,7 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
         receiver.stop()
         store.close()
 
-    assert alert[0]["severity"] == "warning" and alert[0]["opened_by_event"] == poison
+    assert alert[0]["severity"] == "high" and alert[0]["opened_by_event"] == poison
     assert sync["set_aside"]["quarantined_open"] == 1
     assert sync["set_aside"]["quarantine"][0]["event_id"] == poison
     assert store_counts(tmp_path / "city.db") == (1, 1)
@@ -221,8 +221,11 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
 
 
 def _alerts_for(hub: HubService, team: str) -> list[dict[str, object]]:
+    """The team's sync quarantine alerts."""
     with hub.journal.reading() as conn:
-        rows = conn.execute("SELECT * FROM alerts WHERE team = ?", (team,)).fetchall()
+        rows = conn.execute(
+            "SELECT * FROM alerts WHERE team = ? AND condition LIKE 'sync_quarantine:%'", (team,)
+        ).fetchall()
     return [dict(row) for row in rows]
 
 
@@ -245,7 +248,7 @@ async def test_a_failing_rule_does_not_stop_later_alerts(
         "rules:\n"
         "  - id: broken-format\n"
         "    when: {kind: rating_pad, type: rating}\n"
-        "    raise: {condition: x, severity: low, team: t, message: '{zone:d}'}\n",
+        "    then: [{raise: {condition: x, severity: low, team: t, message: '{zone:d}'}}]\n",
         encoding="utf-8",
     )
     config = hub_config(tmp_path / "hub", broker.port, root, DEVICES, rule_files=[broken_rule])
@@ -255,7 +258,9 @@ async def test_a_failing_rule_does_not_stop_later_alerts(
         assert service.ingest.wait_subscribed(10)
         device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": "W1"})
         device.publish(f"{root}/alarm-1/call", {"source": "cord"})
-        await eventually(lambda: count(service, "SELECT COUNT(*) FROM alerts"))
+        await eventually(
+            lambda: count(service, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'")
+        )
     finally:
         await service.stop()
 
@@ -304,7 +309,7 @@ async def test_text_that_sqlite_cannot_store_is_refused_not_left_in_flight(
         device.publish(f"{root}/pad-1/status", poison.replace(b"%d", str(n).encode()))
     device.publish(f"{root}/alarm-1/call", {"source": "cord"})
 
-    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM alerts"))
+    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'"))
     assert count(hub, "SELECT SUM(count) FROM dead_letters WHERE reason = 'not_utf8'") >= 220
 
 
@@ -365,7 +370,12 @@ async def test_call_committed_just_before_a_crash_still_alerts_after_restart(
     service = HubService(config)
     await service.start()
     try:
-        await eventually(lambda: count(service, "SELECT COUNT(*) FROM alerts WHERE state = 'open'"))
+        await eventually(
+            lambda: count(
+                service,
+                "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1' AND state = 'open'",
+            )
+        )
     finally:
         await service.stop()
 
@@ -373,8 +383,8 @@ async def test_call_committed_just_before_a_crash_still_alerts_after_restart(
     await again.start()
     try:
         await asyncio.sleep(0.3)
-        assert count(again, "SELECT COUNT(*) FROM alerts") == 1
-        assert count(again, "SELECT count FROM alerts") == 1
+        assert count(again, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'") == 1
+        assert count(again, "SELECT count FROM alerts WHERE device_id = 'alarm-1'") == 1
     finally:
         await again.stop()
 
@@ -418,7 +428,9 @@ async def test_call_held_while_the_journal_is_full_arrives_once_space_returns(
 
     await eventually(lambda: _lift_size_limit(hub), timeout=10)
 
-    await eventually(lambda: count(hub, "SELECT COUNT(*) FROM alerts"), timeout=40)
+    await eventually(
+        lambda: count(hub, "SELECT COUNT(*) FROM alerts WHERE device_id = 'alarm-1'"), timeout=40
+    )
     await eventually(
         lambda: count(hub, "SELECT COUNT(*) FROM events WHERE type = 'rating'") == 300, 40
     )
