@@ -6,9 +6,10 @@ relative name to YAML text; the names allowed, and how each is checked:
 * ``rules/<name>.yaml``: a rule file (`rules.spec.RuleFile`); the whole layering
   (pack, city, hall; overrides of rules by id) is checked when the hub starts on it;
 * ``devices/<name>.yaml``: a device model (`devices.profiles.load_model_file`);
-* ``schedules.yaml``, ``windows.yaml``, ``calendar.yaml``: opening schedules,
-  window assignments, calendar overrides. No hallhub part reads them yet, so they
-  are only checked to be YAML mappings.
+* ``calendar.yaml``: calendar overrides, checked with the hall calendar's schema
+  (`hub.calendar.CalendarSettings`);
+* ``schedules.yaml``, ``windows.yaml``: opening schedules and window assignments.
+  No hallhub part reads them yet, so they are only checked to be YAML mappings.
 
 The signature is HMAC-SHA256, with one of the hub's own keys, over the canonical
 JSON of ``{"version", "files"}``: a bundle altered on the way is refused even if
@@ -44,6 +45,7 @@ import pydantic
 import yaml
 
 from devices.profiles import load_model_file
+from hub.calendar import load_calendar_settings
 from hub.errors import ConfigError
 from hub.yamlfile import describe_errors, read_yaml
 from rules.spec import RuleFile
@@ -247,6 +249,8 @@ def _validate_file(name: str, path: Path) -> None:
             raise ConfigError(name, describe_errors(exc, lines)) from exc
     elif name.startswith("devices/"):
         load_model_file(path)
+    elif name == "calendar.yaml":
+        load_calendar_settings(path)
     else:
         try:
             document = yaml.safe_load(path.read_text(encoding="utf-8"))

@@ -56,7 +56,7 @@ GOOD_FILES = {
     "rules/city-baseline.yaml": rule_pack("city-unhappy"),
     "schedules.yaml": "weekdays: {open: '09:00', close: '17:00'}\n",
     "windows.yaml": "W1: [passports]\n",
-    "calendar.yaml": "2026-12-25: closed\n",
+    "calendar.yaml": "closures:\n  - {date: 2026-12-31, reason: year-end stocktake}\n",
 }
 
 
@@ -166,15 +166,21 @@ async def test_configuration_push_is_applied_and_its_version_reported(
 async def test_push_failing_validation_leaves_the_old_configuration(
     hub: HubService, city: City
 ) -> None:
-    """A bundle whose rule file breaks the rule schema is refused with the file and
-    field named; the previous version stays active and its rules keep running."""
+    """A bundle whose rule file breaks the rule schema and whose calendar breaks the
+    calendar schema is refused with each file and field named; the previous version
+    stays active and its rules keep running."""
     await city.answer(await city.push("configure", {"version": "v1", "files": GOOD_FILES}))
-    bad = {**GOOD_FILES, "rules/city-baseline.yaml": rule_pack("city-unhappy", "apocalyptic")}
+    bad = {
+        **GOOD_FILES,
+        "rules/city-baseline.yaml": rule_pack("city-unhappy", "apocalyptic"),
+        "calendar.yaml": "closures:\n  - {date: someday}\n",
+    }
 
     reply = await city.answer(await city.push("configure", {"version": "v2", "files": bad}))
 
     assert reply["status"] == "rejected" and reply["active_version"] == "v1"
     assert any("rules/city-baseline.yaml" in p and "severity" in p for p in reply["problems"])
+    assert any(p.startswith("calendar.yaml") and "date" in p for p in reply["problems"])
     assert hub.city_config.active_version() == "v1"
     assert "city-unhappy" in rule_ids(hub)
     assert not (hub.city_config.root / "versions" / "v2").exists()
