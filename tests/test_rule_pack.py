@@ -33,6 +33,7 @@ DEVICES = [
     {"id": "wc-occ", "model": "occupancy-sensor-os1", "zone": "1F accessible toilet"},
     {"id": "waiting-occ", "model": "occupancy-sensor-os1", "zone": "1F waiting zone"},
     {"id": "printer-1", "model": "ticket-printer-tp80", "zone": "1F entrance"},
+    {"id": "kiosk-1", "model": "ticket-kiosk-tk20", "zone": "1F entrance"},
     {"id": "pad-w01", "model": "rating-pad-rp5", "zone": "1F windows", "window": "W01"},
 ]
 
@@ -76,6 +77,7 @@ async def start_hall(
             "waiting-occ", models["occupancy-sensor-os1"], **common
         ),
         "printer-1": SimulatedTicketPrinter("printer-1", models["ticket-printer-tp80"], **common),
+        "kiosk-1": SimulatedTicketPrinter("kiosk-1", models["ticket-kiosk-tk20"], **common),
         "pad-w01": SimulatedRatingPad("pad-w01", models["rating-pad-rp5"], window="W01", **common),
     }
     for device in devices.values():
@@ -152,6 +154,36 @@ async def test_accessible_toilet_occupied_thirty_minutes_raises_welfare_check(
     sensor.set_occupancy(0)
     await eventually(lambda: hall.alerts("welfare_check")[0]["state"] == "resolved")
     assert "1F accessible toilet" in alert[0]["message"]
+
+
+async def test_movement_in_the_accessible_toilet_restarts_the_welfare_timer(
+    hall: Hall,
+) -> None:
+    """Movement reported at 20 min restarts the 30 min; no check until 30 min after it."""
+    sensor = hall.devices["wc-occ"]
+    assert isinstance(sensor, SimulatedOccupancySensor)
+    sensor.set_occupancy(1, motion=False)
+    await hall.holding("accessible-toilet-occupied", "wc-occ")
+    await advance(hall.clock, 20 * 60, step=60)
+    sensor.report(motion=True)
+    await eventually(lambda: not _holds(hall, "accessible-toilet-occupied", "wc-occ"))
+    sensor.report(motion=False)
+    await hall.holding("accessible-toilet-occupied", "wc-occ")
+    await advance(hall.clock, 25 * 60, step=60)
+    assert hall.alerts("welfare_check") == []
+    await advance(hall.clock, 6 * 60, step=60)
+    await eventually(lambda: hall.alerts("welfare_check"))
+
+
+async def test_printer_jam_raises_and_clearing_it_resolves(hall: Hall) -> None:
+    """A kiosk reporting a jam raises a crew condition; clearing the jam resolves it."""
+    kiosk = hall.devices["kiosk-1"]
+    assert isinstance(kiosk, SimulatedTicketPrinter)
+    kiosk.jam()
+    jam = await eventually(lambda: hall.alerts("printer_jam"))
+    kiosk.clear_jam()
+    await eventually(lambda: hall.alerts("printer_jam")[0]["state"] == "resolved")
+    assert jam[0]["team"] == "device_crew" and "kiosk-1" in jam[0]["message"]
 
 
 async def test_crowding_in_open_hours_with_hysteresis(hall: Hall) -> None:
@@ -236,6 +268,11 @@ async def test_burst_of_ratings_from_one_pad_raises_integrity_condition(hall: Ha
     pad.rate("非常满意")
     alert = (await eventually(lambda: hall.alerts("rating_integrity")))[0]
     assert "5 ratings" in alert["message"]
+
+
+def _holds(hall: Hall, rule_id: str, key: str) -> bool:
+    state = hall.hub.rules.engine.states.get((rule_id, key))
+    return state is not None and state.holds
 
 
 def _zone_state(hall: Hall, state: str) -> str | None:

@@ -39,14 +39,16 @@ class SimulatedOccupancySensor(SimulatedMqttDevice):
         self.count_in += arrivals
         self.count_out += leavers
 
-    def set_occupancy(self, occupancy: int) -> str:
+    def set_occupancy(self, occupancy: int, *, motion: bool | None = None) -> str:
         """Put `occupancy` people in the zone at once (a demo crowd) and report it."""
         self.count_in = self.count_out + max(0, occupancy)
-        return self.report()
+        return self.report(motion=motion)
 
-    def report(self) -> str:
-        """Publish the current count; returns its event id."""
+    def report(self, *, motion: bool | None = None) -> str:
+        """Publish the current count (and movement, if the model reports it)."""
         fields: dict[str, Any] = {"occupancy": self.occupancy}
+        if motion is not None and self.has_field("count", "motion"):
+            fields["motion"] = motion
         if self.has_field("count", "count_in"):
             fields["count_in"] = self.count_in
             fields["count_out"] = self.count_out

@@ -72,6 +72,14 @@ class SimulatedTicketPrinter(SimulatedMqttDevice):
             self.publish("status", self.status_fields(), retain=True)
         return ticket
 
+    def jam(self, detail: str = "cutter") -> str:
+        """Report a paper jam (models with a ``jam`` message)."""
+        return self.publish("jam", {"detail": detail})
+
+    def clear_jam(self) -> str:
+        """Report that a person cleared the jam."""
+        return self.publish("jam_cleared", {})
+
     def refill_paper(self) -> None:
         """Put in a new roll and report paper ok."""
         self.paper_left = self.rng.randint(120, 400)
