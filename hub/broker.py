@@ -147,7 +147,9 @@ def check_listen_host(host: str) -> None:
         logger.warning("broker on %s accepts anonymous clients from that network", host)
 
 
-def render_config(state_dir: Path, host: str, port: int, user: str) -> str:
+def render_config(
+    state_dir: Path, host: str, port: int, user: str, autosave_interval: int = AUTOSAVE_INTERVAL
+) -> str:
     """The mosquitto.conf hallhub runs the broker with."""
     location = f"{state_dir}{os.sep}"
     lines = [
@@ -159,7 +161,7 @@ def render_config(state_dir: Path, host: str, port: int, user: str) -> str:
         f"user {user}",
         "persistence true",
         f"persistence_location {location}",
-        f"autosave_interval {AUTOSAVE_INTERVAL}",
+        f"autosave_interval {autosave_interval}",
         "autosave_on_changes false",
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         f"max_queued_bytes {MAX_QUEUED_BYTES}",
@@ -208,8 +210,15 @@ class ManagedBroker:
     normally); an asyncio caller runs it in a thread.
     """
 
-    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        autosave_interval: int = AUTOSAVE_INTERVAL,
+    ) -> None:
         check_listen_host(host)
+        self._autosave_interval = autosave_interval
         self._state_dir = Path(state_dir).absolute()
         self._host = host
         self._port = port if port is not None else pick_free_port(host)
@@ -319,7 +328,7 @@ class ManagedBroker:
 
     def _write_config(self) -> None:
         user = pwd.getpwuid(os.geteuid()).pw_name
-        text = render_config(self._state_dir, self._host, self._port, user)
+        text = render_config(self._state_dir, self._host, self._port, user, self._autosave_interval)
         try:
             self._state_dir.mkdir(parents=True, exist_ok=True)
             self.config_path.write_text(text, encoding="utf-8")

@@ -45,6 +45,7 @@ class MqttSection(_Section):
     client_id: str | None = None
     receive_maximum: int = Field(default=200, ge=1, le=65535)
     session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
+    keepalive: int = Field(default=30, ge=1, le=65535)
     crew_topic_root: TopicRoot = "hallhub"
     protocol: Literal["5", "3.1.1"] = Field(
         default="5", description="MQTT version the hub speaks to the broker; devices may differ."

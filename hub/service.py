@@ -34,6 +34,8 @@ from sync.uplink import Uplink
 logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL = 1.0
+# Who hears that this hub lost its MQTT session to another hub with the same id.
+HUB_IT_TEAM = "hall_it"
 
 
 @dataclass
@@ -100,6 +102,11 @@ class HubService:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
 
         self.journal.add_commit_listener(hand_over)
+
+        def taken_over() -> None:
+            loop.call_soon_threadsafe(self._alert_taken_over)
+
+        self.ingest.on_taken_over = taken_over
         self._start_uplink()
         self.ingest.start()
         self._start_pollers()
@@ -157,6 +164,7 @@ class HubService:
             topic_root=mqtt.topic_root,
             receive_maximum=mqtt.receive_maximum,
             session_expiry=mqtt.session_expiry,
+            keepalive=mqtt.keepalive,
             mqtt5=mqtt.protocol == "5",
         )
 
@@ -216,7 +224,12 @@ class HubService:
         while True:
             events = await self._committed.get()
             for event in events:
-                await self._handle_committed(event)
+                try:
+                    await self._handle_committed(event)
+                except Exception:
+                    # One failing rule or handler must not end the feed for all events
+                    # after it; the event itself is already safe in the journal.
+                    logger.exception("handling committed event %s failed", event.event_id)
 
     async def _handle_committed(self, event: Event) -> None:
         change = self.registry.observe(event, self.clock.monotonic())
@@ -289,6 +302,20 @@ class HubService:
             data=data,
             received_at=self.clock.wall(),
             clock_synchronised=self.clock.is_synchronised(),
+        )
+
+    def _alert_taken_over(self) -> None:
+        self._tasks.start(
+            "hub-alert-taken-over",
+            self.alerts.raise_condition(
+                self.config.hub.id,
+                "mqtt_session_taken_over",
+                "urgent",
+                HUB_IT_TEAM,
+                f"another hub connected as {self.config.client_id}; this hub stopped "
+                "taking device messages. Stop one of them, then restart this one.",
+                None,
+            ),
         )
 
     def _announce(self, team: str, notice: dict[str, Any]) -> None:
