@@ -13,6 +13,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -27,6 +28,7 @@ from hub.clock import Clock, SystemClock
 from hub.config import HubConfig
 from hub.events import Event, Lane, Observation, hub_event_id
 from hub.journal import Journal
+from hub.mqtt_auth import HALL_IT_TEAM
 from hub.tokens import load_or_create_token
 from rules.engine import ClearCondition, RaiseCondition, RulesEngine, shipped_pack
 from sync.uplink import Uplink
@@ -35,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 HEALTH_CHECK_INTERVAL = 1.0
 # Who hears that this hub lost its MQTT session to another hub with the same id.
-HUB_IT_TEAM = "hall_it"
+HUB_IT_TEAM = HALL_IT_TEAM
 
 
 @dataclass
@@ -165,6 +167,8 @@ class HubService:
             receive_maximum=mqtt.receive_maximum,
             session_expiry=mqtt.session_expiry,
             keepalive=mqtt.keepalive,
+            username=mqtt.username,
+            password=_read_secret(mqtt.password_file),
             mqtt5=mqtt.protocol == "5",
         )
 
@@ -322,6 +326,13 @@ class HubService:
         root = self.config.mqtt.crew_topic_root
         topic = f"{root}/{self.config.hub.id}/crews/{team}/alerts"
         self.ingest.publish(topic, encode_notice(notice))
+
+
+def _read_secret(path: Path | None) -> str | None:
+    """The first line of a secret file (never logged), or None when not configured."""
+    if path is None:
+        return None
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _closed(console: uvicorn.Server) -> bool:

@@ -126,6 +126,10 @@ class RulesEngine:
             )
         self.rules = [rule for rule in rules if rule.enabled]
 
+    def teams(self) -> set[str]:
+        """The crew teams these rules alert."""
+        return {rule.raise_.team for rule in self.rules if rule.raise_ is not None}
+
     @classmethod
     def from_files(cls, paths: list[Path]) -> RulesEngine:
         rules: list[RuleSpec] = []
