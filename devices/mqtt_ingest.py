@@ -31,6 +31,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from devices.payloads import RejectedMessage, decode_payload
 from devices.registry import Registry
+from devices.session_claim import Claim, SessionClaim
 from hub import metrics
 from hub.clock import Clock
 from hub.errors import JournalError
@@ -44,6 +45,8 @@ SESSION_TAKEN_OVER = 142
 # While the journal cannot commit, messages are retried after 0.5 s, 1 s, 2 s … 30 s.
 RETRY_FIRST = 0.5
 RETRY_CAP = 30.0
+# How long a reconnecting hub waits for its session marker before claiming anew.
+CLAIM_WAIT = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,12 +80,23 @@ class MqttIngest:
         self._outage_logged = False
         self._journal_outage = False
         self._stopping = False
+        self._taken_over = False
+        self.connections = 0
+        self._claim = SessionClaim(settings.topic_root, settings.client_id)
+        self._claim_lock = threading.Lock()
+        self._claim_timer: threading.Timer | None = None
+        self._held: list[mqtt.MQTTMessage] = []
         self.on_taken_over: Callable[[], None] | None = None
         self._client = self._make_client()
 
     @property
     def connected(self) -> bool:
         return self._connected.is_set()
+
+    @property
+    def taken_over(self) -> bool:
+        """Whether another client with our id took the session, so ingest stayed off."""
+        return self._taken_over
 
     def start(self) -> None:
         """Connect in the background; paho reconnects by itself after a loss."""
@@ -112,6 +126,8 @@ class MqttIngest:
     def stop(self) -> None:
         """Disconnect cleanly; unacknowledged messages stay with the broker."""
         self._stopping = True
+        if self._claim_timer is not None:
+            self._claim_timer.cancel()
         self._client.disconnect()
         self._client.loop_stop()
         # paho closes the wake-up socket pair of loop_start() only when the client is
@@ -169,13 +185,15 @@ class MqttIngest:
         # has forgotten our subscriptions. Retain-As-Published off means only
         # messages replayed because we subscribed still carry the retain flag.
         device_topics = f"{self.settings.topic_root}/+/+"
-        if self.settings.mqtt5:
-            client.subscribe(
-                device_topics, options=SubscribeOptions(qos=1, retainAsPublished=False)
-            )
-        else:
-            client.subscribe(device_topics, qos=1)  # 3.1.1 brokers clear retain on live messages
+        for topic in (device_topics, self._claim.topic):
+            if self.settings.mqtt5:
+                options = SubscribeOptions(qos=1, retainAsPublished=False)
+                client.subscribe(topic, options=options)
+            else:
+                client.subscribe(topic, qos=1)  # 3.1.1 brokers clear retain on live messages
+        self._begin_claim()
         self._connected.set()
+        self.connections += 1
         if self._outage_logged:
             logger.info("MQTT connection restored (session present: %s)", flags.session_present)
         self._outage_logged = False
@@ -196,24 +214,87 @@ class MqttIngest:
         if self._stopping:
             logger.info("MQTT ingest disconnected")
             return
+        if self._taken_over:
+            return
         if getattr(reason, "value", None) == SESSION_TAKEN_OVER:
-            logger.error(
-                "another hub connected with client id %s; two hubs must not share one id",
-                self.settings.client_id,
-            )
-            if self.on_taken_over is not None:
-                self.on_taken_over()
+            self._stay_off()
+            return
         if not self._outage_logged:
             logger.error("MQTT connection lost: %s; reconnecting", reason)
             self._outage_logged = True
+
+    def _stay_off(self) -> None:
+        """Another hub took our session: stop reconnecting instead of kicking it back.
+
+        Two hubs sharing one client id would otherwise take the session from each
+        other on every reconnect, each losing its in-flight messages every time.
+        The newer one keeps the session; this one stays off until restarted.
+        """
+        self._taken_over = True
+        self._held.clear()  # unacknowledged: the broker gives them to the session's holder
+        logger.error(
+            "another hub connected with client id %s; this hub stops taking MQTT input "
+            "until restarted, as two hubs must not share one id",
+            self.settings.client_id,
+        )
+        self._client.disconnect()  # ends the network thread without reconnecting
+        if self.on_taken_over is not None:
+            self.on_taken_over()
 
     def _on_message(self, client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         # An exception escaping a paho callback would end the network thread, and
         # with it all ingest; so nothing escapes.
         try:
-            self._handle(message)
+            if message._topic == self._claim.topic.encode():
+                self._client.ack(message.mid, message.qos)
+                self._judge_marker(bytes(message.payload))
+            elif not self._hold_while_checking(message):
+                self._handle(message)
         except Exception:
             logger.exception("failed to handle a message on %s", _topic_text(message))
+
+    # -- session claim (see devices/session_claim.py) ---------------------------
+
+    def _begin_claim(self) -> None:
+        with self._claim_lock:
+            state = self._claim.on_connect()
+        if state is Claim.WRITING:
+            self._client.publish(self._claim.topic, self._claim.token, qos=1, retain=True)
+        elif state is Claim.CHECKING:
+            self._claim_timer = threading.Timer(CLAIM_WAIT, self._claim_unanswered)
+            self._claim_timer.daemon = True
+            self._claim_timer.start()
+
+    def _hold_while_checking(self, message: mqtt.MQTTMessage) -> bool:
+        with self._claim_lock:
+            if self._claim.state is Claim.CHECKING:
+                self._held.append(message)
+                return True
+            return self._claim.state is Claim.LOST
+
+    def _judge_marker(self, payload: bytes) -> None:
+        with self._claim_lock:
+            before = self._claim.state
+            after = self._claim.on_marker(payload)
+        if after is Claim.LOST and before is not Claim.LOST:
+            if self._claim_timer is not None:
+                self._claim_timer.cancel()
+            self._stay_off()
+        elif after is Claim.HELD and before is Claim.CHECKING:
+            self._release_held()
+
+    def _claim_unanswered(self) -> None:
+        with self._claim_lock:
+            state = self._claim.on_no_marker()
+        if state is Claim.WRITING:
+            self._client.publish(self._claim.topic, self._claim.token, qos=1, retain=True)
+            self._release_held()
+
+    def _release_held(self) -> None:
+        with self._claim_lock:
+            held, self._held = self._held, []
+        for message in held:
+            self._handle(message)
 
     def _handle(self, message: mqtt.MQTTMessage) -> None:
         try:

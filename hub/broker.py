@@ -13,10 +13,11 @@ Only when no ``mosquitto`` binary exists does `start_broker()` fall back to an
 in-process amqtt broker. That broker's queue lives in the hub's memory and dies with
 it, speaks MQTT 3.1.1 only, and keeps nothing across restarts.
 
-Known limitation: the broker accepts anonymous clients (``allow_anonymous true``).
-Any process that can reach its port can publish as a device or read every topic.
-Authentication is a later issue; until then the listener is refused on wildcard
-addresses, and a non-loopback address is logged as a warning.
+Without an auth folder the broker accepts anonymous clients (``allow_anonymous
+true``): any process that can reach its port can publish as a device or read every
+topic, so the listener is refused on wildcard addresses and a non-loopback address
+is logged as a warning. With the folder `hallhub mqtt-acl` writes, each client needs
+its password and keeps to its ACL (see hub/mqtt_auth.py).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from hub.errors import BrokerError
+from hub.mqtt_auth import ACL_FILE, PASSWORD_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -151,19 +153,38 @@ def check_listen_host(host: str) -> None:
         logger.warning("broker on %s accepts anonymous clients from that network", host)
 
 
-def render_config(state_dir: Path, host: str, port: int, user: str) -> str:
-    """The mosquitto.conf hallhub runs the broker with."""
+def render_config(
+    state_dir: Path,
+    host: str,
+    port: int,
+    user: str,
+    autosave_interval: int = AUTOSAVE_INTERVAL,
+    auth_dir: Path | None = None,
+) -> str:
+    """The mosquitto.conf hallhub runs the broker with.
+
+    With `auth_dir` (written by `hallhub mqtt-acl`), every client needs a password
+    and may only use the topics its ACL grants.
+    """
     location = f"{state_dir}{os.sep}"
+    if auth_dir is None:
+        access = ["allow_anonymous true"]
+    else:
+        access = [
+            "allow_anonymous false",
+            f"password_file {auth_dir / PASSWORD_FILE}",
+            f"acl_file {auth_dir / ACL_FILE}",
+        ]
     lines = [
         "# Written by hallhub at each broker start; edits here are overwritten.",
         f"listener {port} {host}",
-        "allow_anonymous true",
+        *access,
         # Run as the hub's own user, who owns the state folder; as root, Mosquitto
         # would otherwise switch to 'mosquitto' and fail to write its files.
         f"user {user}",
         "persistence true",
         f"persistence_location {location}",
-        f"autosave_interval {AUTOSAVE_INTERVAL}",
+        f"autosave_interval {autosave_interval}",
         "autosave_on_changes false",
         f"max_queued_messages {MAX_QUEUED_MESSAGES}",
         f"max_queued_bytes {MAX_QUEUED_BYTES}",
@@ -213,8 +234,17 @@ class ManagedBroker:
     normally); an asyncio caller runs it in a thread.
     """
 
-    def __init__(self, state_dir: Path, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        autosave_interval: int = AUTOSAVE_INTERVAL,
+        auth_dir: Path | None = None,
+    ) -> None:
         check_listen_host(host)
+        self._autosave_interval = autosave_interval
+        self._auth_dir = Path(auth_dir).absolute() if auth_dir is not None else None
         self._state_dir = Path(state_dir).absolute()
         self._host = host
         self._port = port if port is not None else pick_free_port(host)
@@ -324,7 +354,9 @@ class ManagedBroker:
 
     def _write_config(self) -> None:
         user = pwd.getpwuid(os.geteuid()).pw_name
-        text = render_config(self._state_dir, self._host, self._port, user)
+        text = render_config(
+            self._state_dir, self._host, self._port, user, self._autosave_interval, self._auth_dir
+        )
         try:
             self._state_dir.mkdir(parents=True, exist_ok=True)
             self.config_path.write_text(text, encoding="utf-8")

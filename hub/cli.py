@@ -48,6 +48,17 @@ def _parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the hub with a hall configuration file")
     run.add_argument("--config", type=Path, required=True, metavar="FILE")
 
+    acl = commands.add_parser(
+        "mqtt-acl", help="write the broker's password and ACL files from the registry"
+    )
+    acl.add_argument("--config", type=Path, required=True, metavar="FILE")
+    acl.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="where to write them (default: <state_dir>/mqtt-auth)",
+    )
+
     simulate = commands.add_parser("simulate", help="run simulated hall devices")
     simulate.add_argument("--broker-host", default="127.0.0.1")
     simulate.add_argument("--broker-port", type=int, required=True)
@@ -147,6 +158,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(run_demo(args.duration, state_dir.resolve(), args.console_port))
     if args.command == "run":
         return asyncio.run(_run_hub(args.config))
+    if args.command == "mqtt-acl":
+        return _write_mqtt_acl(args.config, args.out)
     if args.command == "simulate":
         return asyncio.run(_simulate(args))
     if args.command == "enroll":
@@ -223,6 +236,22 @@ def _sync_status(args: argparse.Namespace) -> int:
         sys.stderr.write("hallhub: give --config, or --url with --token-file\n")
         return 2
     print(render(fetch_status(url, read_token(token_file)), args.json))
+    return 0
+
+
+def _write_mqtt_acl(config_path: Path, out: Path | None) -> int:
+    from hub.config import load_config
+    from hub.mqtt_auth import CREDENTIALS_FILE, plan_for, write_auth_files
+    from rules.engine import RulesEngine, shipped_pack
+
+    config = load_config(config_path)
+    rules = RulesEngine.from_files([shipped_pack(), *config.rule_files])
+    folder = out or config.hub.state_dir / "mqtt-auth"
+    accounts = write_auth_files(plan_for(config, rules.teams()), folder)
+    sys.stdout.write(
+        f"wrote {len(accounts)} MQTT accounts to {folder}; device passwords are in "
+        f"{folder / CREDENTIALS_FILE} (mode 0600)\n"
+    )
     return 0
 
 

@@ -55,6 +55,9 @@ class MqttSection(_Section):
     )
     receive_maximum: int = Field(default=200, ge=1, le=65535)
     session_expiry: int = Field(default=7 * 24 * 3600, ge=0)
+    keepalive: int = Field(default=30, ge=1, le=65535)
+    username: str | None = Field(default=None, description="with the broker's auth on: 'hub'")
+    password_file: Path | None = None
     crew_topic_root: TopicRoot = "hallhub"
     protocol: Literal["5", "3.1.1"] = Field(
         default="5", description="MQTT version the hub speaks to the broker; devices may differ."
@@ -174,6 +177,8 @@ class HubConfig(_Section):
             return path if path.is_absolute() else (base / path).resolve()
 
         self.hub.state_dir = under(self.hub.state_dir)
+        if self.mqtt.password_file is not None:
+            self.mqtt.password_file = under(self.mqtt.password_file)
         if self.console.token_file is not None:
             self.console.token_file = under(self.console.token_file)
         if self.city is not None:

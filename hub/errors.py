@@ -4,7 +4,8 @@ HallhubError
 ├── ConfigError            a configuration or profile file is invalid
 ├── JournalError           the event journal cannot be opened or written
 │   └── JournalClosedError the journal was used after close()
-└── BrokerError            the managed MQTT broker cannot be started or stopped
+├── BrokerError            the managed MQTT broker cannot be started or stopped
+└── MqttAuthError          MQTT credential or ACL files cannot be read or written
 """
 
 from __future__ import annotations
@@ -38,3 +39,7 @@ class BrokerError(HallhubError):
         self.log_tail = log_tail
         detail = f"\n--- last lines of the broker log ---\n{log_tail}" if log_tail else ""
         super().__init__(message + detail)
+
+
+class MqttAuthError(HallhubError):
+    """The MQTT password, ACL or credentials files could not be read or written."""

@@ -34,6 +34,7 @@ from hub.config import CitySection, HubConfig
 from hub.errors import ConfigError, HallhubError, JournalError
 from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
 from hub.journal import Journal, read_lane
+from hub.mqtt_auth import HALL_IT_TEAM
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
@@ -54,6 +55,8 @@ SYNC_ALERT_SEVERITY = "high"
 MIB = 1024 * 1024
 RULES_RETRY_FIRST = 0.5
 RULES_RETRY_CAP = 30.0
+# Who hears that this hub lost its MQTT session to another hub with the same id.
+HUB_IT_TEAM = HALL_IT_TEAM
 
 
 @dataclass
@@ -63,10 +66,15 @@ class _Tasks:
     running: list[asyncio.Task[Any]] = field(default_factory=list)
     closing: bool = False
 
-    def start(self, name: str, work: Awaitable[Any]) -> None:
+    def start(self, name: str, work: Awaitable[Any], *, once: bool = False) -> None:
+        """Run `work` as a named task; `once` marks work that is meant to finish."""
         task: asyncio.Task[Any] = asyncio.create_task(work, name=name)  # type: ignore[arg-type]
-        task.add_done_callback(self._report_end)
+        task.add_done_callback(self._report_end_of_once if once else self._report_end)
         self.running.append(task)
+
+    def _report_end_of_once(self, task: asyncio.Task[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("task %s failed: %r", task.get_name(), task.exception())
 
     def _report_end(self, task: asyncio.Task[Any]) -> None:
         """A background task may only end when the hub stops it; anything else is a fault."""
@@ -119,6 +127,11 @@ class HubService:
             (config.mqtt.host, config.mqtt.port, config.client_id),
             # With a hall calendar file, its opening hours decide what pages at night.
             hours=CalendarHours(self.calendar) if config.calendar_file else None,
+            credentials=(
+                (config.mqtt.username, _read_secret(config.mqtt.password_file))
+                if config.mqtt.username is not None
+                else None
+            ),
         )
         self.alerts = self.crews.alerts
         self.rules = RuleRunner(
@@ -193,6 +206,11 @@ class HubService:
 
         self.journal.add_commit_listener(hand_over)
         await self.rules.start()
+
+        def taken_over() -> None:
+            loop.call_soon_threadsafe(self._alert_taken_over)
+
+        self.ingest.on_taken_over = taken_over
         self._start_uplink()
         self.ingest.start()
         self._start_pollers()
@@ -259,6 +277,9 @@ class HubService:
             topic_root=mqtt.topic_root,
             receive_maximum=mqtt.receive_maximum,
             session_expiry=mqtt.session_expiry,
+            keepalive=mqtt.keepalive,
+            username=mqtt.username,
+            password=_read_secret(mqtt.password_file),
             mqtt5=mqtt.protocol == "5",
         )
 
@@ -592,6 +613,28 @@ class HubService:
         if device is None:
             return DevicePlace()
         return DevicePlace(device.kind, device.spec.zone, device.spec.floor)
+
+    def _alert_taken_over(self) -> None:
+        self._tasks.start(
+            "hub-alert-taken-over",
+            once=True,
+            work=self.alerts.raise_condition(
+                self.config.hub.id,
+                "mqtt_session_taken_over",
+                "urgent",
+                HUB_IT_TEAM,
+                f"another hub connected as {self.config.client_id}; this hub stopped "
+                "taking device messages. Stop one of them, then restart this one.",
+                None,
+            ),
+        )
+
+
+def _read_secret(path: Path | None) -> str | None:
+    """The first line of a secret file (never logged), or None when not configured."""
+    if path is None:
+        return None
+    return path.read_text(encoding="utf-8").strip()
 
 
 def _closed(console: uvicorn.Server) -> bool:

@@ -151,6 +151,13 @@ class RulesEngine:
                 if trigger is not None and trigger.schedule is None:
                     self._index.setdefault((trigger.kind, trigger.type), []).append(rule)
 
+    def teams(self) -> set[str]:
+        """The crew teams these rules alert."""
+        actions = [
+            action for rule in self.rules for action in (*rule.then, *(rule.otherwise or ()))
+        ]
+        return {action.raise_.team for action in actions if action.raise_ is not None}
+
     @classmethod
     def from_files(cls, paths: list[Path], calendar: HallCalendar | None = None) -> RulesEngine:
         return cls(load_layers([("hall", path) for path in paths]).rules, calendar)

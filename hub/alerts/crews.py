@@ -39,6 +39,7 @@ class CrewAlerts:
         crews_prefix: str,
         broker: tuple[str, int, str],
         hours: OpeningHours | None = None,
+        credentials: tuple[str, str | None] | None = None,
     ) -> None:
         self._settings = settings
         self._clock = clock
@@ -48,7 +49,7 @@ class CrewAlerts:
         self.alerts = AlertService(journal, clock, self.dispatcher, settings, locate, hours)
         self.desk = AckDesk(self.alerts, journal, clock)
         host, port, client_id = broker
-        self.mqtt = CrewMqtt(self.desk, host, port, f"{client_id}-crews", crews_prefix)
+        self.mqtt = CrewMqtt(self.desk, host, port, f"{client_id}-crews", crews_prefix, credentials)
         self.dispatcher.channels.update(standard_channels(self.mqtt.publish, self.modem))
         self.replies = (
             None
