@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -31,6 +30,7 @@ import yaml
 from devices.simulators.hall import SimulatedHall
 from hub.broker import Broker, pick_free_port, start_broker
 from hub.config import HubConfig
+from hub.privatefile import write_private
 from hub.reconcile import published_ids, reconcile, stored_ids
 from hub.service import HubService
 from hub.statelock import StateLock
@@ -144,13 +144,6 @@ def demo_config(
     return HubConfig.model_validate(document)
 
 
-def _write_secret(path: Path, secret: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as file:
-        file.write(secret.hex() + "\n")
-
-
 class Demo:
     """Everything the demo runs, started and stopped in order."""
 
@@ -163,7 +156,7 @@ class Demo:
         self.lock.acquire()
         self.broker = start_broker(state_dir / "broker", LOOPBACK)
         key = add_key(state_dir / "city" / "keys.json", HUB_ID)
-        _write_secret(state_dir / "hub" / "city-secret", key.secret)
+        write_private(state_dir / "hub" / "city-secret", key.secret.hex() + "\n")
         self.key_id = key.key_id
         self.receiver = CityReceiverProcess(state_dir / "city", state_dir / "city" / "keys.json")
         self.publication_log = state_dir / "simulators" / "published.jsonl"

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import os
 import re
 import secrets
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import yaml
 
 from hub.config import HubConfig
 from hub.errors import MqttAuthError
+from hub.privatefile import write_private
 
 logger = logging.getLogger(__name__)
 
@@ -139,13 +139,7 @@ def _keep_or_create_passwords(path: Path, accounts: list[str]) -> dict[str, str]
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Write `text` to `path`, readable by its owner only, replacing it atomically."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = path.with_name(path.name + ".new")
-        descriptor = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-        staging.replace(path)
+        write_private(path, text)
     except OSError as exc:
         raise MqttAuthError(f"cannot write {path}: {exc}") from exc

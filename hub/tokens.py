@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import secrets
 from pathlib import Path
+
+from hub.privatefile import write_private
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +24,8 @@ def load_or_create_token(path: Path) -> str:
             return token
         logger.warning("API token in %s is too short; generating a new one", path)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     token = secrets.token_urlsafe(32)
-    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="ascii") as file:
-        file.write(token + "\n")
+    write_private(path, token + "\n")
     logger.info("generated a new API token in %s", path)
     return token
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -219,13 +219,7 @@ class SQLiteBatchStore:
             tombstones = self._conn.execute(
                 "SELECT lane, COUNT(*) FROM tombstones WHERE hub_id = ? GROUP BY lane", (hub_id,)
             ).fetchall()
-        names = ("epoch", "lane", "hwm", "repeats", "duplicates", "updated_at")
-        return {
-            "hub_id": hub_id,
-            "marks": [dict(zip(names, row, strict=True)) for row in marks],
-            "events_stored": dict(counts),
-            "tombstones_stored": dict(tombstones),
-        }
+        return status_document(hub_id, marks, counts, tombstones)
 
     def last_contact(self) -> dict[str, float]:
         """When each hub's lanes last moved (seeds the silence watch at start)."""
@@ -373,3 +367,18 @@ def _insert_tombstone(
             stored_at,
         ),
     )
+
+
+MARK_COLUMNS = ("epoch", "lane", "hwm", "repeats", "duplicates", "updated_at")
+
+
+def status_document(
+    hub_id: str, marks: Sequence[Sequence[Any]], counts: Iterable[Any], tombstones: Iterable[Any]
+) -> dict[str, Any]:
+    """One hub's status as both stores report it: lane marks and per-lane counts."""
+    return {
+        "hub_id": hub_id,
+        "marks": [dict(zip(MARK_COLUMNS, row, strict=True)) for row in marks],
+        "events_stored": {lane: count for lane, count in counts},
+        "tombstones_stored": {lane: count for lane, count in tombstones},
+    }

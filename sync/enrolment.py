@@ -9,8 +9,6 @@ uses the enrolment if there is one. `open_uplink` turns either into an `Uplink`.
 from __future__ import annotations
 
 import logging
-import os
-import secrets
 import ssl
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from hub.clock import Clock
 from hub.config import CitySection
 from hub.errors import ConfigError
 from hub.journal import Journal
+from hub.privatefile import write_private
 from hub.yamlfile import load_model
 from sync.keys import HUB_ID_PATTERN, HubKey, KeysFile, load_keys, write_keys
 from sync.tls import ClientTls
@@ -69,7 +68,7 @@ def enroll(
         document["client_key"] = str(client_key.resolve())
 
     path = state_dir / ENROLMENT_FILE
-    _write_private(path, yaml.safe_dump(document, sort_keys=True).encode())
+    write_private(path, yaml.safe_dump(document, sort_keys=True).encode())
     logger.info("hub %s enrolled with %s (%s)", hub_id, city_url, path)
     return path
 
@@ -164,17 +163,3 @@ def _check_enrolment(
     if (client_cert is None) != (client_key is None):
         problems.append("--client-cert and --client-key go together")
     return problems
-
-
-def _write_private(path: Path, payload: bytes) -> None:
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

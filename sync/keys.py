@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from hub.errors import ConfigError
+from hub.privatefile import write_private
 
 logger = logging.getLogger(__name__)
 
@@ -83,18 +84,7 @@ def write_keys(path: Path, keys: Mapping[str, HubKey]) -> None:
     }
     payload = (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as stream:
-            stream.write(payload)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
+    write_private(path, payload)
     logger.info("wrote %d keys to %s", len(keys), path)
 
 

@@ -22,6 +22,7 @@ from sync.city_store import (
     WireEvent,
     WireTombstone,
     event_json,
+    status_document,
     walk_lane,
 )
 from sync.errors import StoreUnavailable
@@ -119,13 +120,7 @@ class PostgresBatchStore:
             tombstones = self._conn.execute(
                 "SELECT lane, COUNT(*) FROM tombstones WHERE hub_id = %s GROUP BY lane", (hub_id,)
             ).fetchall()
-        names = ("epoch", "lane", "hwm", "repeats", "duplicates", "updated_at")
-        return {
-            "hub_id": hub_id,
-            "marks": [dict(zip(names, row, strict=True)) for row in marks],
-            "events_stored": {lane: count for lane, count in counts},
-            "tombstones_stored": {lane: count for lane, count in tombstones},
-        }
+        return status_document(hub_id, marks, counts, tombstones)
 
     def last_contact(self) -> dict[str, float]:
         """When each hub's lanes last moved, for the silence watch after a restart."""

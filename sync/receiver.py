@@ -657,7 +657,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             tls=_server_tls(args),
         )
     except (ConfigError, ValueError, OSError, StoreUnavailable) as exc:
-        print(f"city-receiver: {exc}", file=sys.stderr)
+        sys.stderr.write(f"city-receiver: {exc}\n")
         return 2
     return 0
 

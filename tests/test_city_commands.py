@@ -113,8 +113,7 @@ async def hub(
     url, secret_file = receiver
     service = HubService(make_config(tmp_path, broker, unique_topic_root, url, secret_file))
     await service.start()
-    assert service.ingest.wait_connected(10)
-    await asyncio.sleep(0.2)  # let the subscription settle at the broker
+    assert service.ingest.wait_subscribed(10)  # SUBACK: the broker now queues for the hub
     yield service
     await service.stop()
 

@@ -36,8 +36,7 @@ async def hub(
     root = unique_topic_root.replace("/", "-")
     service = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES))
     await service.start()
-    assert service.ingest.wait_connected(10)
-    time.sleep(0.2)  # let the subscription settle at the broker
+    assert service.ingest.wait_subscribed(10)  # SUBACK: the broker now queues for the hub
     yield service
     await service.stop()
 
@@ -197,7 +196,7 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
     service = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES, city=city))
     await service.start()
     try:
-        assert service.ingest.wait_connected(10)
+        assert service.ingest.wait_subscribed(10)  # SUBACK: the broker now queues for the hub
         time.sleep(0.2)
         device.publish(f"{root}/pad-1/rating", {"level": "满意", "window": "W1"})
         device.publish(f"{root}/pad-1/rating", {"level": "不满意", "window": "W1"})

@@ -64,8 +64,7 @@ async def start_hall(
     clock = ManualClock(wall=wall_at(wall))
     hub = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES), clock=clock)
     await hub.start()
-    assert hub.ingest.wait_connected(10)
-    time.sleep(0.2)  # let the subscription settle at the broker
+    assert hub.ingest.wait_subscribed(10)  # SUBACK: the broker now queues for the hub
     log = PublicationLog(tmp_path / "published.jsonl")
     models = load_models(shipped_models_dir())
     common: dict[str, Any] = {"clock": clock, "publication_log": log, "port": broker.port}

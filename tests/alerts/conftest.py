@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ async def running_hub(
     await service.start()
     assert service.ingest.wait_connected(10)
     assert service.crews.mqtt.wait_listening(10)
-    time.sleep(0.2)  # let the subscription settle at the broker
+    assert service.ingest.wait_subscribed(10)
     return service
 
 
