@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,32 +15,13 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from devices.simulators.gsm_modem import SimulatedModem
 from tests.conftest import LOOPBACK, free_port
-
-
-@contextmanager
-def pty_pair(folder: Path) -> Iterator[tuple[str, str]]:
-    """Two linked pseudo-terminals from socat: (hub end, modem end)."""
-    hub_end, modem_end = folder / "ttyHUB", folder / "ttyMODEM"
-    socat = subprocess.Popen(
-        ["socat", f"pty,raw,echo=0,link={hub_end}", f"pty,raw,echo=0,link={modem_end}"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + 5
-        while not (hub_end.exists() and modem_end.exists()):
-            assert time.monotonic() < deadline, "socat did not create the pty pair"
-            time.sleep(0.02)
-        yield str(hub_end), str(modem_end)
-    finally:
-        socat.terminate()
-        socat.wait(timeout=5)
+from tests.serial_lines import pty_pair
 
 
 @contextmanager
 def simulated_modem(folder: Path) -> Iterator[tuple[str, SimulatedModem]]:
     """A simulated GSM modem answering on a pty; yields the port the hub opens."""
-    with pty_pair(folder) as (hub_end, modem_end):
+    with pty_pair(folder, ("ttyHUB", "ttyMODEM")) as (hub_end, modem_end):
         modem = SimulatedModem(modem_end)
         modem.start()
         try:
