@@ -27,6 +27,7 @@ from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub import metrics
 from hub.alerts import DevicePlace, list_alerts
 from hub.alerts.crews import CrewAlerts
+from hub.audit import AuditTrail
 from hub.broker import Broker, start_broker
 from hub.calendar import HallCalendar, load_calendar_settings
 from hub.clock import Clock, SystemClock
@@ -134,6 +135,7 @@ class HubService:
             ),
         )
         self.alerts = self.crews.alerts
+        self.audit = AuditTrail(self.journal, self.clock)
         self.rules = RuleRunner(
             journal=self.journal,
             clock=self.clock,
@@ -199,6 +201,7 @@ class HubService:
         self.journal.open()
         with self.journal.reading() as conn:
             self.registry.restore(conn)
+        await self.audit.open()
         await self.crews.start()
 
         def hand_over(events: list[Event]) -> None:
