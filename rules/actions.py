@@ -94,6 +94,23 @@ def action_to_json(action: Action) -> dict[str, Any]:
     return {"action": type(action).__name__, **body}
 
 
+_ACTION_TYPES: dict[str, type[Action]] = {
+    kind.__name__: kind
+    for kind in (RaiseCondition, ClearCondition, CommandDevice, PublishMessage, SetZoneState,
+                 EmitEvent)
+}  # fmt: skip
+
+
+def action_from_json(body: dict[str, Any]) -> Action:
+    """The action a journaled form describes (the inverse of `action_to_json`)."""
+    fields = dict(body)
+    kind = _ACTION_TYPES[fields.pop("action")]
+    for name in ("args", "payload", "data"):
+        if name in fields:
+            fields[name] = tuple(fields[name].items())
+    return kind(**fields)
+
+
 def build_action(rule_id: str, spec: ActionSpec, context: dict[str, Any], cause: str) -> Action:
     """Turn one action of a rule into a decision, filling placeholders from `context`."""
     device = str(context.get("device_id", ""))

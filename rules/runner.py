@@ -2,7 +2,8 @@
 
 Every firing is journaled (rule id, triggering event ids, actions) together with the
 rule states it changed, in one transaction of the journal writer, before its actions
-are applied. One lock keeps events, timers and reloads from interleaving, so the
+are applied; it is marked applied afterwards, and a firing found unmarked at start
+(the hub stopped in between) is carried out then. One lock keeps events, timers and reloads from interleaving, so the
 actions come out in the order the engine decided them.
 """
 
@@ -92,6 +93,26 @@ class RuleRunner:
             saved = store.load_states(conn, self._boot_id, self._clock.monotonic())
         self.engine.restore(saved)
         logger.info("rules: %d loaded, %d states restored", len(self.engine.rules), len(saved))
+        await self._finish_interrupted_firings()
+
+    async def _finish_interrupted_firings(self) -> None:
+        """Carry out firings journaled before a crash whose actions may not have run.
+
+        Re-applying is safe: alerts are keyed by device and condition, derived events
+        by a stable id, zone states are set to a value, and a command or message sent
+        twice asks a device for the same thing twice.
+        """
+        with self._journal.reading() as conn:
+            interrupted = store.unapplied_firings(conn)
+        if not interrupted:
+            return
+        logger.warning("rules: carrying out %d firings interrupted by a stop", len(interrupted))
+        for unapplied in interrupted:
+            for action in unapplied.firing.actions:
+                await self._apply(action, unapplied.firing, unapplied.fired_at)
+        applied = [unapplied.firing_id for unapplied in interrupted]
+        wall = self._clock.wall()
+        await self._journal.write(lambda conn: store.mark_applied(conn, applied, wall))
 
     def now(self) -> RuleTime:
         clock = self._clock
@@ -177,13 +198,18 @@ class RuleRunner:
             # everything after it, so events need not wait for each state commit.
             pending.add_done_callback(_log_failed_save)
             return
-        await asyncio.wrap_future(pending)  # a firing is on disk before it acts
+        firing_ids = await asyncio.wrap_future(pending)  # a firing is on disk before it acts
         for firing in firings:
             metrics.RULE_FIRINGS.labels(firing.rule_id).inc()
             for action in firing.actions:
-                await self._apply(action, firing)
+                await self._apply(action, firing, wall)
+        # Not awaited: if the hub stops before this commits, the firings are carried
+        # out again at start, which their actions tolerate.
+        self._journal.call(
+            lambda conn: store.mark_applied(conn, firing_ids, self._clock.wall())
+        ).add_done_callback(_log_failed_save)
 
-    async def _apply(self, action: Action, firing: Firing) -> None:
+    async def _apply(self, action: Action, firing: Firing, fired_at: float) -> None:
         if isinstance(action, RaiseCondition):
             await self._alerts.raise_condition(
                 action.device_id,
@@ -207,13 +233,13 @@ class RuleRunner:
                 )
             )
         else:
-            await self._emit(action, firing)
+            await self._emit(action, firing, fired_at)
 
-    async def _emit(self, action: EmitEvent, firing: Firing) -> None:
+    async def _emit(self, action: EmitEvent, firing: Firing, fired_at: float) -> None:
         # A stable id: the same firing emitted twice (restart, retry) is kept once.
         basis = f"derived\n{firing.rule_id}\n{firing.phase}\n" + "\n".join(firing.trigger_ids)
         if not firing.trigger_ids:  # a schedule: each run is its own event
-            basis += f"\n{self._clock.wall()}"
+            basis += f"\n{fired_at}"
         event_id = str(uuid.uuid5(EVENT_ID_NAMESPACE, basis + f"\n{action.type}"))
         data = {**dict(action.data), "rule_id": action.rule_id, "about": action.about}
         await self._journal.append(
@@ -230,7 +256,7 @@ class RuleRunner:
         )
 
 
-def _log_failed_save(done: concurrent.futures.Future[None]) -> None:
+def _log_failed_save(done: concurrent.futures.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         logger.error("rule states not saved: %s", done.exception())
 

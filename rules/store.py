@@ -13,10 +13,11 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rules.actions import action_to_json
+from rules.actions import action_from_json, action_to_json
 from rules.engine import Firing, StateKey
 
 logger = logging.getLogger(__name__)
@@ -37,7 +38,8 @@ CREATE TABLE IF NOT EXISTS rule_firings (
     phase        TEXT NOT NULL,
     trigger_ids  TEXT NOT NULL,
     actions      TEXT NOT NULL,
-    fired_at     REAL NOT NULL
+    fired_at     REAL NOT NULL,
+    applied_at   REAL
 );
 CREATE TABLE IF NOT EXISTS zone_states (
     zone        TEXT NOT NULL,
@@ -64,6 +66,12 @@ def create_tables(conn: sqlite3.Connection) -> None:
     for statement in SCHEMA.split(";"):
         if statement.strip():
             conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(rule_firings)")}
+    if "applied_at" not in columns:
+        # A journal from before firings were marked: everything in it was acted on
+        # (or is long past acting), so none of it is re-applied at start.
+        conn.execute("ALTER TABLE rule_firings ADD COLUMN applied_at REAL")
+        conn.execute("UPDATE rule_firings SET applied_at = fired_at")
 
 
 def save(
@@ -73,12 +81,15 @@ def save(
     now_wall: float,
     now_mono: float,
     boot_id: str,
-) -> None:
-    """Record firings and changed states (run inside the journal writer)."""
-    conn.executemany(
-        "INSERT INTO rule_firings (rule_id, key, phase, trigger_ids, actions, fired_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [
+) -> list[int]:
+    """Record firings and changed states (run inside the journal writer).
+
+    Returns the firings' row ids, for `mark_applied` once their actions are done.
+    """
+    firing_ids = [
+        conn.execute(
+            "INSERT INTO rule_firings (rule_id, key, phase, trigger_ids, actions, fired_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
             (
                 firing.rule_id,
                 firing.key,
@@ -86,10 +97,11 @@ def save(
                 json.dumps(firing.trigger_ids),
                 json.dumps([action_to_json(a) for a in firing.actions], ensure_ascii=False),
                 now_wall,
-            )
-            for firing in firings
-        ],
-    )
+            ),
+        ).lastrowid
+        or 0
+        for firing in firings
+    ]
     conn.executemany(
         "INSERT INTO rule_state (rule_id, key, state, saved_mono, boot_id) VALUES (?, ?, ?, ?, ?)"
         " ON CONFLICT (rule_id, key) DO UPDATE SET state = excluded.state,"
@@ -99,6 +111,48 @@ def save(
             for (rule_id, key), state in states.items()
         ],
     )
+    return firing_ids
+
+
+def mark_applied(conn: sqlite3.Connection, firing_ids: list[int], now_wall: float) -> None:
+    """Note that every action of these firings was carried out."""
+    conn.executemany(
+        "UPDATE rule_firings SET applied_at = ? WHERE id = ?",
+        [(now_wall, firing_id) for firing_id in firing_ids],
+    )
+
+
+@dataclass(frozen=True)
+class UnappliedFiring:
+    """A firing on disk whose actions may not all have run (the hub stopped between)."""
+
+    firing_id: int
+    rule_id: str
+    fired_at: float
+    firing: Firing
+
+
+def unapplied_firings(conn: sqlite3.Connection) -> list[UnappliedFiring]:
+    """Journaled firings not marked applied, oldest first."""
+    rows = conn.execute(
+        "SELECT id, rule_id, key, phase, trigger_ids, actions, fired_at FROM rule_firings"
+        " WHERE applied_at IS NULL ORDER BY id"
+    )
+    return [
+        UnappliedFiring(
+            firing_id,
+            rule_id,
+            fired_at,
+            Firing(
+                rule_id,
+                key,
+                phase,
+                tuple(json.loads(trigger_ids)),
+                tuple(action_from_json(action) for action in json.loads(actions)),
+            ),
+        )
+        for firing_id, rule_id, key, phase, trigger_ids, actions, fired_at in rows
+    ]
 
 
 def set_zone_state(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from pathlib import Path
 
@@ -294,3 +295,54 @@ def test_a_city_baseline_arriving_later_is_picked_up_by_reload(tmp_path: Path) -
     crowding = next(rule for rule in loaded.rules if rule.id == "crowding")
     assert crowding.if_.held_for == 1200
     assert loaded.sources["crowding"]["if.held_for"].startswith("city:")
+
+
+async def test_a_firing_cut_off_before_its_actions_is_carried_out_at_start(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """A firing on disk but not marked applied (a crash in between) acts at the next start.
+
+    A firing that was applied acts only once, however often the hub restarts.
+    """
+    from tests.hubkit import Listener
+
+    root = unique_topic_root.replace("/", "-")
+    (tmp_path / "hall-rules.yaml").write_text(
+        "rules:\n"
+        "  - id: signage\n"
+        "    when: {kind: occupancy_sensor, type: count}\n"
+        f"    then: [{{publish: {{topic: '{root}-signs/{{zone}}', payload: {{people: 1}}}}}}]\n",
+        encoding="utf-8",
+    )
+    signs = Listener(broker.port, f"{root}-signs/#")
+    device = DeviceClient(broker.port, "occ-1")
+    clock = ManualClock(wall=wall_at("2026-03-02 10:00"))
+    hub = await start(tmp_path, broker, root, clock)
+    try:
+        device.publish(f"{root}/occ-1/count", {"occupancy": 3})
+        await eventually(lambda: signs.messages)
+        await eventually(lambda: _unapplied(hub) == 0)
+        await hub.stop()
+        hub = await start(tmp_path, broker, root, clock)
+        time.sleep(0.3)
+        assert len(signs.messages) == 1  # applied once, not again at a restart
+
+        await hub.stop()
+        conn = sqlite3.connect(hub.journal.path)
+        conn.execute("UPDATE rule_firings SET applied_at = NULL")  # what the crash left
+        conn.commit()
+        conn.close()
+        hub = await start(tmp_path, broker, root, clock)
+        await eventually(lambda: len(signs.messages) == 2)
+        assert _unapplied(hub) == 0
+    finally:
+        signs.close()
+        device.close()
+        await hub.stop()
+
+
+def _unapplied(hub: HubService) -> int:
+    with hub.journal.reading() as conn:
+        return int(
+            conn.execute("SELECT COUNT(*) FROM rule_firings WHERE applied_at IS NULL").fetchone()[0]
+        )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -15,7 +17,7 @@ from hub.events import Lane, Observation, hub_event_id
 from hub.journal import Journal
 from rules import store
 from rules.engine import Firing
-from rules.replay import JournalSnapshot
+from rules.replay import PAGE, JournalSnapshot
 from tests.rulekit import wall_at
 
 CONFIG = """\
@@ -152,3 +154,37 @@ def test_ingest_continues_while_a_replay_reads_its_snapshot(tmp_path: Path) -> N
     journal.close()
     assert seen == [3000]
     assert journal.last_seqs()[Lane.TELEMETRY] == 3500
+
+
+def test_a_replay_between_pages_holds_no_snapshot_so_the_wal_can_be_truncated(
+    tmp_path: Path,
+) -> None:
+    """Mid-replay, a checkpoint can still reset the write-ahead log to zero bytes.
+
+    A reader that kept one read transaction open for the whole replay would pin the
+    WAL: every event ingested meanwhile would make it grow until the replay ended.
+    """
+    journal = Journal(tmp_path / "journal.sqlite3", "hall-replay")
+    journal.open()
+    start = wall_at("2026-03-02 10:00")
+
+    async def write(count: int, offset: int) -> None:
+        for i in range(count):
+            await journal.append(
+                observation("occ-1", "occupancy_sensor", "count", start + offset + i, occupancy=i)
+            )
+
+    asyncio.run(write(PAGE + 10, 0))
+    replay = JournalSnapshot(journal.path, "hall-replay").events(start, start + 100_000)
+    next(replay)  # the first page is read and the replay is under way
+    asyncio.run(write(200, 50_000))  # ingest goes on, growing the WAL
+    wal = journal.path.with_name(journal.path.name + "-wal")
+    with contextlib.closing(sqlite3.connect(journal.path, isolation_level=None)) as conn:
+        checkpoint = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    wal_bytes = wal.stat().st_size
+    remaining = sum(1 for _ in replay)
+    journal.close()
+
+    assert checkpoint[0] == 0, "a reader pinned the WAL: the checkpoint was busy"
+    assert wal_bytes == 0
+    assert remaining == PAGE + 9  # the snapshot ends where it began: no new events
