@@ -68,6 +68,14 @@ def _bad_rating_firing() -> Firing:
     return Firing("bad-rating", "pad-1", "then", ("ev",), ())
 
 
+async def write_counts(journal: Journal, start: float, count: int, offset: int) -> None:
+    """Journal `count` people counts, one a second from `start + offset`."""
+    for i in range(count):
+        await journal.append(
+            observation("occ-1", "occupancy_sensor", "count", start + offset + i, occupancy=i)
+        )
+
+
 @pytest.fixture
 def hall(tmp_path: Path) -> tuple[Path, Path, Path]:
     state = tmp_path / "state"
@@ -136,20 +144,14 @@ def test_ingest_continues_while_a_replay_reads_its_snapshot(tmp_path: Path) -> N
     journal.open()
     start = wall_at("2026-03-02 10:00")
 
-    async def write(count: int, offset: int) -> None:
-        for i in range(count):
-            await journal.append(
-                observation("occ-1", "occupancy_sensor", "count", start + offset + i, occupancy=i)
-            )
-
-    asyncio.run(write(3000, 0))
+    asyncio.run(write_counts(journal, start, 3000, 0))
     snapshot = JournalSnapshot(journal.path, "hall-replay")
     seen: list[int] = []
     reader = threading.Thread(
         target=lambda: seen.append(sum(1 for _ in snapshot.events(start, start + 10_000)))
     )
     reader.start()
-    asyncio.run(write(500, 5000))
+    asyncio.run(write_counts(journal, start, 500, 5000))
     reader.join(timeout=30)
     journal.close()
     assert seen == [3000]
@@ -168,16 +170,10 @@ def test_a_replay_between_pages_holds_no_snapshot_so_the_wal_can_be_truncated(
     journal.open()
     start = wall_at("2026-03-02 10:00")
 
-    async def write(count: int, offset: int) -> None:
-        for i in range(count):
-            await journal.append(
-                observation("occ-1", "occupancy_sensor", "count", start + offset + i, occupancy=i)
-            )
-
-    asyncio.run(write(PAGE + 10, 0))
+    asyncio.run(write_counts(journal, start, PAGE + 10, 0))
     replay = JournalSnapshot(journal.path, "hall-replay").events(start, start + 100_000)
     next(replay)  # the first page is read and the replay is under way
-    asyncio.run(write(200, 50_000))  # ingest goes on, growing the WAL
+    asyncio.run(write_counts(journal, start, 200, 50_000))  # ingest goes on, growing the WAL
     wal = journal.path.with_name(journal.path.name + "-wal")
     with contextlib.closing(sqlite3.connect(journal.path, isolation_level=None)) as conn:
         checkpoint = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
