@@ -94,10 +94,18 @@ def _parser() -> argparse.ArgumentParser:
     status = sync_commands.add_parser(
         "status", help="backlog, lag, last ack per lane; quarantined and dead-lettered events"
     )
-    status.add_argument("--config", type=Path, metavar="FILE", help="the hub's configuration")
-    status.add_argument("--url", help="console URL (default: from --config)")
-    status.add_argument("--token-file", type=Path, help="API token (default: from --config)")
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    resolve = sync_commands.add_parser(
+        "resolve", help="record what was done about a quarantined alarm, rating or ticket"
+    )
+    resolve.add_argument("lane", choices=("alarm", "rating", "ticket"))
+    resolve.add_argument("seq", type=int, help="the event's seq, as `sync status` shows it")
+    resolve.add_argument("--resolution", required=True, help="what was done about it")
+    resolve.add_argument("--by", default="cli", help="who resolved it (for the audit trail)")
+    for command in (status, resolve):
+        command.add_argument("--config", type=Path, metavar="FILE", help="the hub's config")
+        command.add_argument("--url", help="console URL (default: from --config)")
+        command.add_argument("--token-file", type=Path, help="API token (default: --config)")
 
     from hub.alerts.cli import add_parser as add_alerts_parser
 
@@ -165,7 +173,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "enroll":
         return _enroll(args)
     if args.command == "sync":
-        return _sync_status(args)
+        return _sync(args)
 
     if args.command == "alerts":
         from hub.alerts.cli import run as run_alerts_command
@@ -221,8 +229,8 @@ def _enroll(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sync_status(args: argparse.Namespace) -> int:
-    from sync.status_cli import fetch_status, read_token, render
+def _sync(args: argparse.Namespace) -> int:
+    from sync.status_cli import fetch_status, read_token, render, resolve_quarantined
 
     url, token_file = args.url, args.token_file
     if args.config is not None:
@@ -235,7 +243,12 @@ def _sync_status(args: argparse.Namespace) -> int:
     if url is None or token_file is None:
         sys.stderr.write("hallhub: give --config, or --url with --token-file\n")
         return 2
-    print(render(fetch_status(url, read_token(token_file)), args.json))
+    token = read_token(token_file)
+    if args.sync_command == "resolve":
+        entry = resolve_quarantined(url, token, args.lane, args.seq, args.resolution, args.by)
+        print(f"quarantined {entry['lane']} seq {entry['seq']} resolved by {entry['resolved_by']}")
+        return 0
+    print(render(fetch_status(url, token), args.json))
     return 0
 
 

@@ -3,8 +3,8 @@
 Every firing is journaled (rule id, triggering event ids, actions) together with the
 rule states it changed, in one transaction of the journal writer, before its actions
 are applied; it is marked applied afterwards, and a firing found unmarked at start
-(the hub stopped in between) is carried out then. One lock keeps events, timers and reloads from interleaving, so the
-actions come out in the order the engine decided them.
+(the hub stopped in between) is carried out then. One lock keeps events, timers and
+reloads from interleaving, so the actions come out in the order the engine decided them.
 """
 
 from __future__ import annotations

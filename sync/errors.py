@@ -9,6 +9,7 @@ HallhubError (hub.errors)
     │   ├── CityUnavailable 5xx, timeout or refused connection: retry with backoff
     │   └── CityRejected    a 4xx reply: status and reason; retried slowly
     ├── StoreUnavailable    the receiver cannot reach its database (PostgreSQL)
+    ├── QuarantineError     no open quarantined event at that lane and seq
     └── StatusUnavailable   ``hallhub sync status`` cannot ask the running hub
 """
 
@@ -69,3 +70,7 @@ class StoreUnavailable(SyncError):
 
 class StatusUnavailable(SyncError):
     """The hub's console could not be asked (not running, wrong URL or token)."""
+
+
+class QuarantineError(SyncError):
+    """There is no open quarantined event at the lane and seq a person named."""

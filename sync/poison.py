@@ -22,6 +22,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from hub.events import Event, Lane
+from sync.errors import QuarantineError
 
 TABLES = (
     """CREATE TABLE IF NOT EXISTS sync_quarantine (
@@ -120,10 +121,53 @@ class SetAside:
     reason: str
 
 
+_RESOLUTION_COLUMNS = {"resolved_by": "TEXT", "resolved_at": "REAL", "resolution": "TEXT"}
+
+
 def ensure_tables(conn: sqlite3.Connection) -> None:
     """Create the sync package's tables in the journal if they are missing."""
     for statement in TABLES:
         conn.execute(statement)
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(sync_quarantine)")}
+    for name, kind in _RESOLUTION_COLUMNS.items():
+        if name not in columns:
+            conn.execute(f"ALTER TABLE sync_quarantine ADD COLUMN {name} {kind}")
+
+
+def resolve_quarantined(
+    conn: sqlite3.Connection, lane: Lane, seq: int, by: str, resolution: str, at: float
+) -> dict[str, object]:
+    """Close an open quarantine entry with what a person did about it.
+
+    The event itself stays as it is, in the journal and in the quarantine table:
+    the resolution records the outcome (re-entered at the city by hand, confirmed
+    as a device fault, ...), not a change to the record.
+    """
+    ensure_tables(conn)
+    row = conn.execute(
+        "SELECT state FROM sync_quarantine WHERE lane = ? AND seq = ?", (lane.value, seq)
+    ).fetchone()
+    if row is None:
+        raise QuarantineError(f"no quarantined {lane.value} event at seq {seq}")
+    if row[0] != "open":
+        raise QuarantineError(f"quarantined {lane.value} event at seq {seq} is already {row[0]}")
+    conn.execute(
+        "UPDATE sync_quarantine SET state = 'resolved', resolved_by = ?, resolved_at = ?,"
+        " resolution = ? WHERE lane = ? AND seq = ?",
+        (by, at, resolution, lane.value, seq),
+    )
+    entry = conn.execute(
+        "SELECT lane, seq, event_id, device_id, reason, set_aside_at, state, resolved_by,"
+        " resolved_at, resolution FROM sync_quarantine WHERE lane = ? AND seq = ?",
+        (lane.value, seq),
+    ).fetchone()
+    return dict(zip(_ENTRY_FIELDS, entry, strict=True))
+
+
+_ENTRY_FIELDS = (
+    "lane", "seq", "event_id", "device_id", "reason", "set_aside_at", "state",
+    "resolved_by", "resolved_at", "resolution",
+)  # fmt: skip
 
 
 def set_aside(conn: sqlite3.Connection, event: Event, reason: str, at: float) -> SetAside:
@@ -190,8 +234,11 @@ def set_aside_summary(conn: sqlite3.Connection) -> dict[str, object]:
         }
     (compacted,) = conn.execute("SELECT COALESCE(SUM(events), 0) FROM sync_compacted").fetchone()
     columns = "lane, seq, event_id, device_id, reason, set_aside_at"
+    present = {row[1] for row in conn.execute("PRAGMA table_info(sync_quarantine)")}
+    resolution = "".join(f", {name}" for name in _RESOLUTION_COLUMNS if name in present)
     quarantine = conn.execute(
-        f"SELECT {columns}, state FROM sync_quarantine ORDER BY set_aside_at DESC LIMIT 50"
+        f"SELECT {columns}, state{resolution} FROM sync_quarantine"
+        " ORDER BY set_aside_at DESC LIMIT 50"
     ).fetchall()
     dead = conn.execute(
         f"SELECT {columns} FROM sync_dead_letters ORDER BY set_aside_at DESC LIMIT 50"

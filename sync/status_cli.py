@@ -1,4 +1,4 @@
-"""``hallhub sync status``: the sync state of a running hub, read from its console API.
+"""``hallhub sync status`` and ``resolve``: a running hub's sync, through its console API.
 
 It asks the hub (``GET /api/sync`` with the API token) rather than opening the
 journal, so it shows what the running uplink knows: backlog, lag and last
@@ -30,6 +30,27 @@ def fetch_status(console_url: str, token: str, timeout: float = 5.0) -> dict[str
         raise StatusUnavailable(f"{url} answered HTTP {response.status_code}: {response.text}")
     document: dict[str, Any] = response.json()
     return document
+
+
+def resolve_quarantined(
+    console_url: str, token: str, lane: str, seq: int, resolution: str, by: str
+) -> dict[str, Any]:
+    """Ask the hub to close a quarantine entry; returns the entry as it is now."""
+    url = f"{console_url.rstrip('/')}/api/sync/quarantine/{lane}/{seq}/resolve"
+    try:
+        response = httpx.post(
+            url,
+            json={"resolution": resolution, "by": by},
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10.0,
+            trust_env=False,
+        )
+    except httpx.TransportError as exc:
+        raise StatusUnavailable(f"cannot reach the hub console at {url}: {exc}") from exc
+    if response.status_code != 200:
+        raise StatusUnavailable(f"{url} answered HTTP {response.status_code}: {response.text}")
+    entry: dict[str, Any] = response.json()["quarantine"]
+    return entry
 
 
 def read_token(path: Path) -> str:

@@ -176,7 +176,8 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
 ) -> None:
     """A rating the city refuses is quarantined on the hub, opens a warning alert for
     hall IT, shows in /api/sync and in `hallhub sync status` (table and --json), and a
-    later rating still reaches the city."""
+    later rating still reaches the city. `hallhub sync resolve` closes the entry and
+    its alert, and the audit trail says who did what."""
     key = add_key(tmp_path / "keys.json", "hall-test")
     secret_file = tmp_path / "city-secret"
     secret_file.write_text(key.secret.hex(), encoding="ascii")
@@ -214,6 +215,14 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
         table = capsys.readouterr().out
         json_code = await asyncio.to_thread(main, [*cli, "--json"])
         as_json = json.loads(capsys.readouterr().out)
+        resolve = ["sync", "resolve", "rating", "1", "--resolution", "entered at the city"]
+        resolve += ["--by", "it-wang", *cli[2:]]
+        resolve_code = await asyncio.to_thread(main, resolve)
+        resolved = capsys.readouterr().out
+        async with httpx.AsyncClient(base_url=service.console_url) as http:
+            after = (await http.get("/api/sync", headers=auth)).json()
+        audit = service.audit.entries()
+        alert_after = _alerts_for(service, "hall_it")
     finally:
         await service.stop()
         receiver.stop()
@@ -228,6 +237,15 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
     assert f"quarantined rating seq 1 {poison}" in table
     assert as_json["set_aside"]["quarantined_open"] == 1
     assert as_json["lanes"]["rating"]["acked_seq"] == 2
+    assert resolve_code == 0 and "resolved by it-wang" in resolved
+    assert after["set_aside"]["quarantined_open"] == 0
+    assert after["set_aside"]["quarantine"][0]["resolution"] == "entered at the city"
+    assert alert_after[0]["state"] == "resolved"
+    assert (audit[0].actor, audit[0].action, audit[0].target) == (
+        "it-wang",
+        "sync.quarantine.resolve",
+        "rating/1",
+    )
 
 
 def _alerts_for(hub: HubService, team: str) -> list[dict[str, object]]:
