@@ -141,10 +141,31 @@ def load_calendar_settings(path: Path) -> CalendarSettings:
     return load_model(path, CalendarSettings)
 
 
+def layered_settings(
+    city: CalendarSettings | None, hall: CalendarSettings | None
+) -> CalendarSettings | None:
+    """The city's calendar baseline with the hall's own file on top.
+
+    A setting the hall's file states replaces the city's; year tables are merged by
+    year (the hall's wins for the same year), and closures from both apply.
+    """
+    if city is None or hall is None:
+        return hall or city
+    stated = {name: getattr(hall, name) for name in hall.model_fields_set}
+    stated["years"] = {**city.years, **hall.years}
+    stated["closures"] = [*city.closures, *hall.closures]
+    return city.model_copy(update=stated)
+
+
 class HallCalendar:
     """Answers day type, opening hours and working-day arithmetic for one hall."""
 
     def __init__(self, settings: CalendarSettings | None = None) -> None:
+        self.replace_settings(settings)
+
+    def replace_settings(self, settings: CalendarSettings | None) -> None:
+        """Switch to new settings in place, so every part holding this calendar sees them."""
+        self.settings_given = settings is not None
         self.settings = settings or CalendarSettings()
         self.zone = ZoneInfo(self.settings.timezone)
         self._closures = {closure.date: closure.reason for closure in self.settings.closures}

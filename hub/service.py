@@ -29,7 +29,12 @@ from hub.alerts import DevicePlace, list_alerts
 from hub.alerts.crews import CrewAlerts
 from hub.audit import AuditTrail
 from hub.broker import Broker, start_broker
-from hub.calendar import HallCalendar, load_calendar_settings
+from hub.calendar import (
+    CalendarSettings,
+    HallCalendar,
+    layered_settings,
+    load_calendar_settings,
+)
 from hub.clock import Clock, SystemClock
 from hub.config import CitySection, HubConfig
 from hub.errors import ConfigError, HallhubError, JournalError
@@ -116,9 +121,7 @@ class HubService:
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = ""
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
-        self.calendar = HallCalendar(
-            load_calendar_settings(config.calendar_file) if config.calendar_file else None
-        )
+        self.calendar = HallCalendar(self._calendar_settings(self.city_config.active_dir()))
         self.crews = CrewAlerts(
             config.alerts,
             self.journal,
@@ -127,7 +130,7 @@ class HubService:
             f"{config.mqtt.crew_topic_root}/{config.hub.id}/crews",
             (config.mqtt.host, config.mqtt.port, config.client_id),
             # With a hall calendar file, its opening hours decide what pages at night.
-            hours=CalendarHours(self.calendar) if config.calendar_file else None,
+            hours=CalendarHours(self.calendar) if self.calendar.settings_given else None,
             credentials=(
                 (config.mqtt.username, _read_secret(config.mqtt.password_file))
                 if config.mqtt.username is not None
@@ -368,6 +371,15 @@ class HubService:
         self._check_city_layer(city_layer)
         self._link_city_rules()
         self.rules.reload_if_changed()
+        self.calendar.replace_settings(self._calendar_settings(city_layer))
+
+    def _calendar_settings(self, city_layer: Path | None) -> CalendarSettings | None:
+        """The city's calendar.yaml, if its active bundle has one, under the hall's file."""
+        city_file = city_layer / "calendar.yaml" if city_layer is not None else None
+        city = load_calendar_settings(city_file) if city_file and city_file.exists() else None
+        hall_file = self.config.calendar_file
+        hall = load_calendar_settings(hall_file) if hall_file else None
+        return layered_settings(city, hall)
 
     def _link_city_rules(self) -> None:
         """Make the rules' city layer follow the active city configuration."""

@@ -6,8 +6,8 @@ relative name to YAML text; the names allowed, and how each is checked:
 * ``rules/<name>.yaml``: a rule file (`rules.spec.RuleFile`); the whole layering
   (pack, city, hall; overrides of rules by id) is checked when the hub starts on it;
 * ``devices/<name>.yaml``: a device model (`devices.profiles.load_model_file`);
-* ``calendar.yaml``: calendar overrides, checked with the hall calendar's schema
-  (`hub.calendar.CalendarSettings`);
+* ``calendar.yaml``: the city's calendar baseline, checked with the hall calendar's
+  schema (`hub.calendar.CalendarSettings`); the hall's own calendar file sits on it;
 * ``schedules.yaml``, ``windows.yaml``: opening schedules and window assignments.
   No hallhub part reads them yet, so they are only checked to be YAML mappings.
 

@@ -11,6 +11,7 @@ from hub.calendar import (
     CalendarError,
     DayType,
     HallCalendar,
+    layered_settings,
     load_calendar_settings,
 )
 from hub.clock import ManualClock
@@ -158,3 +159,32 @@ def test_bad_override_file_names_the_line(tmp_path: Path) -> None:
     path.write_text('weekday:\n  opens: "09:00"\n  closes: "08:00:00x"\n', encoding="utf-8")
     with pytest.raises(ConfigError, match="line 3"):
         load_calendar_settings(path)
+
+
+def test_the_halls_file_sits_on_the_citys_calendar(tmp_path: Path) -> None:
+    """Hall settings replace the city's; year tables merge by year; closures from both apply."""
+    city_file = tmp_path / "city-calendar.yaml"
+    city_file.write_text(
+        "saturday: {opens: '09:00', closes: '16:00'}\n"
+        "years:\n"
+        "  2027: {holidays: [2027-01-01]}\n"
+        "  2028: {holidays: [2028-01-03]}\n"
+        "closures: [{date: 2026-12-31, reason: city-wide systems upgrade}]\n",
+        encoding="utf-8",
+    )
+    hall_file = tmp_path / "calendar.yaml"
+    hall_file.write_text(OVERRIDES, encoding="utf-8")
+
+    settings = layered_settings(
+        load_calendar_settings(city_file), load_calendar_settings(hall_file)
+    )
+    calendar = HallCalendar(settings)
+
+    saturday = calendar.hours(D("2026-12-05"))
+    assert saturday is not None and saturday.closes == dt.time(12)  # the hall's hours
+    assert calendar.day_type(D("2027-02-08")) == DayType.PUBLIC_HOLIDAY  # hall's 2027 table
+    assert calendar.day_type(D("2027-01-01")) == DayType.PUBLIC_HOLIDAY
+    assert calendar.day_type(D("2028-01-03")) == DayType.PUBLIC_HOLIDAY  # the city's 2028
+    assert calendar.closure(D("2026-12-31")) == "city-wide systems upgrade"
+    assert calendar.closure(D("2026-12-24")) == "floor renovation"
+    assert layered_settings(None, None) is None

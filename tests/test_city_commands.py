@@ -6,6 +6,7 @@ answers state and event queries."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import socket
 import time
@@ -148,8 +149,8 @@ async def test_configuration_push_is_applied_and_its_version_reported(
     hub: HubService, city: City
 ) -> None:
     """A signed bundle with rules, schedules, windows and calendar is validated,
-    written as a new version, made active, its rules take effect at once, and the hub
-    reports the active version back."""
+    written as a new version, made active, its rules and calendar take effect at once,
+    and the hub reports the active version back."""
     command = await city.push("configure", {"version": "2026.1", "files": GOOD_FILES})
     reply = await city.answer(command)
 
@@ -160,6 +161,7 @@ async def test_configuration_push_is_applied_and_its_version_reported(
         active is not None and (active / "calendar.yaml").read_text() == GOOD_FILES["calendar.yaml"]
     )
     assert os.readlink(hub.city_config.root / "current") == "versions/2026.1"
+    assert hub.calendar.closure(dt.date(2026, 12, 31)) == "year-end stocktake"
 
 
 async def test_push_failing_validation_leaves_the_old_configuration(
