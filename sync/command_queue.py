@@ -3,14 +3,17 @@
 A hub cannot be called (it sits behind NAT), so it holds a long poll open and the
 city answers it with whatever is queued. A command stays pending until the hub
 posts its reply, so a hub that crashes mid-command is given it again. The reference
-receiver keeps the queue in memory: a restart of the receiver forgets it.
+receiver keeps the queue in memory: a restart of the receiver forgets it, and the
+city sends again what it still wants. Command ids are random, never a counter: a
+hub remembers the answers it gave by id, and a counter restarting at 1 would make
+it replay an old answer to a new command.
 """
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,7 +54,6 @@ class CommandQueue:
     def __init__(self) -> None:
         self._hubs: dict[str, _HubQueue] = {}
         self._commands: dict[str, Command] = {}
-        self._ids = itertools.count(1)
 
     def enqueue(self, hub_id: str, type_: str, payload: dict[str, Any]) -> Command:
         """Queue a command for `hub_id` and wake its long poll."""
@@ -61,7 +63,7 @@ class CommandQueue:
         if len(queue.pending) >= MAX_PENDING_PER_HUB:
             raise ValueError(f"hub {hub_id} already has {MAX_PENDING_PER_HUB} pending commands")
 
-        command = Command(f"c{next(self._ids)}", hub_id, type_, payload)
+        command = Command(f"c-{secrets.token_hex(8)}", hub_id, type_, payload)
         queue.pending.append(command)
         self._commands[command.command_id] = command
         queue.arrived.set()

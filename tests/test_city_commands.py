@@ -308,3 +308,55 @@ async def test_a_failing_command_is_answered_and_the_channel_stays_up(
     assert answers[1] == {"status": "unsupported", "type": "query_events"}
     assert answers[2] == {"status": "ok"}
     assert calls == ["broken", "state"]
+
+
+async def test_a_command_after_a_receiver_restart_is_carried_out(tmp_path: Path) -> None:
+    """The receiver forgets its queue when restarted, but never reuses a command id:
+    a hub that answered the first receiver's command still carries out the new one
+    instead of replaying its remembered answer."""
+    keys_path = tmp_path / "city-keys.json"
+    key = add_key(keys_path, HUB)
+    store = SQLiteBatchStore(tmp_path / "city.db")
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    journal = Journal(tmp_path / "channel-hub.db", HUB)
+    journal.open()
+    calls: list[dict[str, Any]] = []
+
+    async def state(payload: dict[str, Any]) -> dict[str, Any]:
+        calls.append(payload)
+        return {"status": "ok", "asked": payload.get("n")}
+
+    uplink = Uplink(journal, url, key.key_id, key.secret, SystemClock())
+    channel = CommandChannel(uplink, url, HUB, {"query_state": state}, SystemClock())
+    answers = []
+    try:
+        for n in (1, 2):  # the same port, a new receiver process state each time
+            if n == 2:
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(("127.0.0.1", port))
+            background = BackgroundReceiver(
+                create_app(store, {key.key_id: key}, admin_token=ADMIN), sock
+            )
+            background.start()
+            try:
+                async with httpx.AsyncClient(
+                    base_url=url, headers={"Authorization": f"Bearer {ADMIN}"}, trust_env=False
+                ) as admin:
+                    city = City(url, admin, tmp_path)
+                    command = await city.push("query_state", {"n": n})
+                    await channel.poll_once(wait=0)
+                    answers.append(await city.answer(command))
+            finally:
+                background.stop()
+    finally:
+        await channel.aclose()
+        journal.close()
+        store.close()
+
+    assert [call["n"] for call in calls] == [1, 2]
+    assert [answer["asked"] for answer in answers] == [1, 2]

@@ -44,7 +44,6 @@ CHECKS = [
 # Credentials are valid for one hub, so its paths are the ones exercised; a queued
 # command gives the reply and admin routes an id that exists; the long poll is not
 # left to wait.
-PINNED_PATHS = {"hub_id": HUB, "command_id": "c1"}
 PINNED_QUERY = {"/v1/hubs/{hub_id}/commands": {"wait": 0}}
 
 
@@ -90,10 +89,11 @@ def exercise(
     base_url: str,
     state: ReceiverState,
     statuses: Counter[tuple[str, int]],
+    path_values: dict[str, str],
 ) -> None:
     """Run one operation's example and generated cases, checking each response."""
     label = f"{operation.method.upper()} {operation.path}"
-    pinned = {k: v for k, v in PINNED_PATHS.items() if "{" + k + "}" in operation.path}
+    pinned = {k: v for k, v in path_values.items() if "{" + k + "}" in operation.path}
     generated = operation.as_strategy(
         path_parameters=pinned or None, query=PINNED_QUERY.get(operation.path)
     )
@@ -118,12 +118,13 @@ def test_every_documented_operation_gets_a_2xx(receiver: tuple[str, ReceiverStat
     responses conform to the document, none is a 5xx, each operation has a 2xx."""
     base_url, state = receiver
     schema = schemathesis.openapi.from_path(ROOT / "docs" / "openapi.yaml")
-    state.commands.enqueue(HUB, "query_state", {})
+    command = state.commands.enqueue(HUB, "query_state", {})
+    path_values = {"hub_id": HUB, "command_id": command.command_id}
     statuses: Counter[tuple[str, int]] = Counter()
 
     with httpx.Client(trust_env=False, timeout=10) as http:
         for result in schema.get_all_operations():
-            exercise(result.ok(), http, base_url, state, statuses)
+            exercise(result.ok(), http, base_url, state, statuses, path_values)
 
     operations = {label for label, _ in statuses}
     succeeded = {label for label, status in statuses if 200 <= status < 300}
