@@ -191,9 +191,13 @@ class Journal:
         """Create or open the file, check its identity, start the writer."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         conn = connect(self.path, writer=True)
-        conn.executescript(SCHEMA)
-        self._check_identity(conn)
-        self._last_seq = self._read_last_seqs(conn)
+        try:
+            conn.executescript(SCHEMA)
+            self._check_identity(conn)
+            self._last_seq = self._read_last_seqs(conn)
+        except BaseException:
+            conn.close()  # a refused journal (another hub's, unreadable) is left closed
+            raise
         self._thread = threading.Thread(
             target=self._run_writer, args=(conn,), name="journal-writer", daemon=True
         )
@@ -503,6 +507,19 @@ def keep_dead_letter(
             raw[:DEAD_LETTER_KEEP_BYTES],
         ),
     )
+
+
+def reclaim_free_pages(conn: sqlite3.Connection, limit: int = 100_000) -> int:
+    """Hand up to `limit` free pages back to the file system; returns how many.
+
+    Python's sqlite3 steps a ``PRAGMA incremental_vacuum`` statement once, which
+    frees a single page, so the pages are freed one statement at a time.
+    """
+    (free_pages,) = conn.execute("PRAGMA freelist_count").fetchone()
+    pages = min(int(free_pages), limit)
+    for _ in range(pages):
+        conn.execute("PRAGMA incremental_vacuum(1)")
+    return pages
 
 
 def read_lane(

@@ -27,7 +27,7 @@ from typing import Any
 from hub.clock import Clock
 from hub.errors import HallhubError
 from hub.events import Lane
-from hub.journal import Journal
+from hub.journal import Journal, reclaim_free_pages
 from sync.poison import ensure_tables
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ class BacklogGuard:
                 " compacted_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (lane.value, first, last, count, size, "backlog over its cap", at),
             )
-            conn.execute("PRAGMA incremental_vacuum")
+            reclaim_free_pages(conn)
             return Compaction(lane, first, last, count, size)
 
         done = await asyncio.shield(asyncio.wrap_future(self._journal.call(compact)))

@@ -102,9 +102,12 @@ async def test_telemetry_over_its_cap_is_compacted_and_ratings_never_dropped(
     report = await guard.check()
     (compaction,) = report["compacted"]
     after = await guard.check()
+    with journal.reading() as conn:
+        (free_pages,) = conn.execute("PRAGMA freelist_count").fetchone()
     city = await drain_to_city(journal, tmp_path)
 
     assert (compaction.first_seq, compaction.last_seq, compaction.events) == (1, 60, 60)
+    assert free_pages == 0  # the compacted space went back to the disk, not to a free list
     assert after["backlog_bytes"][Lane.TELEMETRY] <= 40 * size
     assert after["compacted"] == []
     assert [c for c, _ in alerts.raised] == ["backlog_over_cap:rating"] * 2
