@@ -16,6 +16,7 @@ epoch they are new places; events the city already has are recognised by id.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import secrets
@@ -137,10 +138,25 @@ def _new_epoch(path: Path, hub_id: str, source: Path) -> tuple[int, int]:
                 ("restored_from_epoch", meta["epoch"]),
             ],
         )
+        _record_in_audit_trail(conn, source, int(meta["epoch"]), new_epoch)
         conn.execute("COMMIT")
     finally:
         conn.close()
     return int(meta["epoch"]), new_epoch
+
+
+def _record_in_audit_trail(
+    conn: sqlite3.Connection, source: Path, old_epoch: int, new_epoch: int
+) -> None:
+    """Note the restore in the audit trail, when the copy has one (hubs create it at start)."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'audit_trail'").fetchone()
+    if found is None:
+        return
+    detail = {"source": str(source), "old_epoch": old_epoch, "new_epoch": new_epoch}
+    conn.execute(
+        "INSERT INTO audit_trail (at, actor, action, target, detail) VALUES (?, ?, ?, ?, ?)",
+        (time.time(), "hallhub restore", "journal.restore", "journal", json.dumps(detail)),
+    )
 
 
 def _set_aside(journal: Path) -> Path | None:
