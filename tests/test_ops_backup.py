@@ -10,9 +10,6 @@ city holds from the history the restore threw away; none arrives twice.
 from __future__ import annotations
 
 import asyncio
-import sqlite3
-import subprocess
-import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +23,8 @@ from hub.journal import Journal
 from hub.ops.backup import copy_journal
 from hub.statelock import StateLock
 from sync.uplink import Uplink
+from tests.test_cli import hallhub
+from tests.test_crash_end_to_end import read as rows
 from tests.test_uplink import HUB, KEY, City, append, drain_all
 
 __all__ = ["city"]
@@ -43,24 +42,6 @@ def write_config(tmp_path: Path) -> Path:
     path = tmp_path / "hallhub.yaml"
     path.write_text(yaml.safe_dump({"hub": {"id": HUB, "state_dir": str(tmp_path / "state")}}))
     return path
-
-
-def hallhub(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
 
 
 async def test_backup_while_the_hub_writes_is_whole_and_consistent(tmp_path: Path) -> None:

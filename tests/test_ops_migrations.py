@@ -20,14 +20,7 @@ from hub.service import HubService
 from tests.conftest import free_port
 from tests.fixtures.make_journal_v1 import EVENTS_PER_LANE, FIXTURE, HUB_ID
 from tests.hubkit import hub_config
-
-
-def rows(path: Path, sql: str) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql).fetchall()
-    finally:
-        conn.close()
+from tests.test_crash_end_to_end import read as rows
 
 
 def fixture_config(state_dir: Path) -> HubConfig:

@@ -18,18 +18,9 @@ from pathlib import Path
 import yaml
 
 from hub.ops.systemd import Notifier, keep_watchdog_fed, watchdog_interval
+from tests.test_cli import hallhub
 
 VENV_HALLHUB = Path(sys.executable).with_name("hallhub")
-
-
-def hallhub(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "hub.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def write_config(tmp_path: Path, extra: str = "") -> Path:
