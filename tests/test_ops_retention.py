@@ -7,45 +7,27 @@ marks are set per lane; then one retention run prunes and reclaims the space.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from hub.audit import AuditTrail
 from hub.clock import ManualClock
-from hub.events import Lane, Observation
+from hub.events import Lane
 from hub.journal import Journal
 from hub.ops.retention import DAY, YEAR, Retention
 from hub.ops.settings import RetentionSection
+from tests.fixtures.make_journal_v1 import observation
+from tests.test_uplink import journal
+
+__all__ = ["journal"]
 
 NOW = 1_893_456_000.0  # 2030-01-01
 SETTINGS = RetentionSection(telemetry_days=30, rating_years=3, audit_years=2)
 
 
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    journal = Journal(tmp_path / "journal.sqlite3", "hall-keep")
-    journal.open()
-    yield journal
-    journal.close()
-
-
 async def journal_events(journal: Journal, lane: Lane, ages: list[float], tag: str) -> None:
     """One event per age (seconds before NOW), oldest first, with 2 KB of data each."""
     for n, age in enumerate(ages):
-        await journal.append(
-            Observation(
-                event_id=f"{tag}-{n}",
-                lane=lane,
-                device_id=f"{tag}-device",
-                kind="fixture",
-                type="reading",
-                data={"n": n, "padding": "p" * 2000},
-                received_at=NOW - age,
-                clock_synchronised=True,
-            )
-        )
+        await journal.append(observation(f"{tag}-{n}", lane, n, NOW - age, padding="p" * 2000))
 
 
 async def acknowledge(journal: Journal, lane: Lane, seq: int) -> None:

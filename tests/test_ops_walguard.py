@@ -11,26 +11,19 @@ import asyncio
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from hub.events import Lane, Observation
+from hub.events import Lane
 from hub.journal import Journal
 from hub.ops.settings import WalSection
 from hub.ops.walguard import WalGuard, wal_size
+from tests.fixtures.make_journal_v1 import observation
+from tests.test_uplink import journal
+
+__all__ = ["journal"]
 
 HOLD = 3.0
 SETTINGS = WalSection(checkpoint_interval=0.1, reader_grace=1.0, writer_pause=5.0)
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    journal = Journal(tmp_path / "journal.sqlite3", "hall-wal")
-    journal.open()
-    yield journal
-    journal.close()
 
 
 async def ingest(journal: Journal, stop: asyncio.Event) -> None:
@@ -42,15 +35,8 @@ async def ingest(journal: Journal, stop: asyncio.Event) -> None:
             n += 1
             batch.append(
                 journal.append(
-                    Observation(
-                        event_id=f"wal-{n}",
-                        lane=Lane.TELEMETRY,
-                        device_id="counter-1",
-                        kind="people_counter",
-                        type="count",
-                        data={"n": n, "padding": "x" * 200},
-                        received_at=1_767_225_600.0 + n,
-                        clock_synchronised=True,
+                    observation(
+                        f"wal-{n}", Lane.TELEMETRY, n, 1_767_225_600.0 + n, padding="x" * 200
                     )
                 )
             )
