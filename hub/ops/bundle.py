@@ -45,15 +45,18 @@ if [ "${1:-}" = "--rollback" ]; then
     exit 0
 fi
 
-if [ "${SKIP_DEBS:-0}" != 1 ] && [ -d "$HERE/debs" ] && ls "$HERE"/debs/*.deb >/dev/null 2>&1; then
-    dpkg -i "$HERE"/debs/*.deb
+if [ "${SKIP_DEBS:-0}" != 1 ] && ls "$HERE"/debs/*.deb >/dev/null 2>&1; then
+    # apt takes the local files and skips what is installed already; no network.
+    apt-get install -y --no-install-recommends --no-download "$HERE"/debs/*.deb
 fi
 
 target="$RELEASES/$VERSION"
 mkdir -p "$RELEASES"
 rm -rf "$target.partial"
 python3 -m venv "$target.partial"
-"$target.partial/bin/pip" install --no-index --find-links "$HERE/wheels" "hallhub==$VERSION"
+# No pip configuration of the box or the shell may add an index or other wheel folders.
+env -u PIP_FIND_LINKS -u PIP_INDEX_URL -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+    "$target.partial/bin/pip" install --no-index --find-links "$HERE/wheels" "hallhub==$VERSION"
 rm -rf "$target"
 mv "$target.partial" "$target"
 # venv scripts carry the folder they were made in: point them at the final one.
@@ -89,13 +92,21 @@ def build_bundle(destination: Path, *, with_debs: bool = True) -> Path:
     version = metadata.version("hallhub")
     build_wheelhouse(source_tree(), destination / "wheels")
     if with_debs:
-        download_debs(destination / "debs")
+        packages = download_debs(destination / "debs")
+        logger.info("Debian packages in the bundle: %s", " ".join(packages))
+    write_install_script(destination, version)
+    logger.info("offline bundle of hallhub %s in %s", version, destination)
+    return destination
+
+
+def write_install_script(destination: Path, version: str) -> Path:
+    """Write ``install.sh`` and the ``VERSION`` it installs into `destination`."""
+    destination.mkdir(parents=True, exist_ok=True)
     (destination / "VERSION").write_text(version + "\n", encoding="utf-8")
     script = destination / INSTALL_SCRIPT
     script.write_text(_INSTALL_SH, encoding="utf-8")
     script.chmod(0o755)
-    logger.info("offline bundle of hallhub %s in %s", version, destination)
-    return destination
+    return script
 
 
 def build_wheelhouse(source: Path, wheels: Path) -> None:
@@ -107,16 +118,64 @@ def build_wheelhouse(source: Path, wheels: Path) -> None:
     )
 
 
-def download_debs(folder: Path) -> None:
-    """The Debian packages hallhub needs, as .deb files, into `folder`."""
+def download_debs(folder: Path) -> list[str]:
+    """The Debian packages hallhub needs, with their dependencies, into `folder`.
+
+    Packages of priority required or important (dpkg, tar, perl-base, …) are on every
+    Debian system and are left out, as are the alternatives of a dependency (elogind
+    for systemd). Libraries already installed are skipped by apt at install time.
+    """
     folder.mkdir(parents=True, exist_ok=True)
-    _run("downloading Debian packages", ["apt-get", "download", *DEBIAN_PACKAGES], cwd=folder)
+    closure = sorted(_dependency_closure(DEBIAN_PACKAGES) - _base_system(DEBIAN_PACKAGES))
+    _run("downloading Debian packages", ["apt-get", "download", *closure], cwd=folder)
+    return closure
 
 
-def _run(step: str, command: list[str], cwd: Path | None = None) -> None:
+def _dependency_closure(packages: tuple[str, ...]) -> set[str]:
+    listing = _run(
+        "resolving Debian dependencies",
+        [
+            "apt-cache",
+            "depends",
+            "--recurse",
+            "--no-recommends",
+            "--no-suggests",
+            "--no-conflicts",
+            "--no-breaks",
+            "--no-replaces",
+            "--no-enhances",
+            *packages,
+        ],
+    )
+    found = set(packages)
+    for line in listing.splitlines():
+        kind, _, name = line.strip().partition(": ")
+        # Alternatives sit on further-indented lines without a kind; they are skipped.
+        if kind in ("Depends", "PreDepends") and not name.startswith("<"):
+            found.add(name)
+    return found
+
+
+def _base_system(packages: tuple[str, ...]) -> set[str]:
+    closure = _dependency_closure(packages)
+    shown = _run(
+        "reading package priorities", ["apt-cache", "show", "--no-all-versions", *sorted(closure)]
+    )
+    base: set[str] = set()
+    name = ""
+    for line in shown.splitlines():
+        if line.startswith("Package: "):
+            name = line.removeprefix("Package: ")
+        elif line.startswith("Priority: ") and line.split()[1] in ("required", "important"):
+            base.add(name)
+    return base
+
+
+def _run(step: str, command: list[str], cwd: Path | None = None) -> str:
     try:
-        subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True)
+        done = subprocess.run(command, cwd=cwd, check=True, capture_output=True, text=True)
     except FileNotFoundError as exc:
         raise BundleError(step, f"{command[0]} not found") from exc
     except subprocess.CalledProcessError as exc:
         raise BundleError(step, exc.stderr.strip()[-2000:]) from exc
+    return done.stdout
