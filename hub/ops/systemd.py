@@ -96,7 +96,6 @@ def render_unit(settings: UnitSettings) -> str:
     stop_timeout = int(settings.shutdown_timeout) + 5
     return f"""[Unit]
 Description=hallhub, the edge hub of the service hall
-Documentation=file:///opt/hallhub/current/README.md
 After=network-online.target time-sync.target
 Wants=network-online.target
 
