@@ -158,7 +158,7 @@ class HubService:
         self._console_socket: socket.socket | None = None
         self._state_lock = StateLock(state_dir)
         self.broker: Broker | None = None
-        self.retention: Retention | None = None
+        self.retention = Retention(self.journal, config.operations.retention, self.clock)
 
     @property
     def console_url(self) -> str:

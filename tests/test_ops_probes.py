@@ -99,7 +99,7 @@ async def test_disk_figures_show_in_the_api_and_in_metrics(
     bytes written per day."""
     config = hub_config(tmp_path, broker.port, unique_topic_root, [])
     async with running_hub(config) as service:
-        await eventually(lambda: service.retention is not None and service.retention.last_run)
+        await eventually(lambda: service.retention.last_run)
         figures = (await get(service, "/api/operations")).json()["disk"]
         metrics = (await get(service, "/metrics")).text
         file_bytes = (tmp_path / "journal.sqlite3").stat().st_size

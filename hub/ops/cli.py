@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hub.errors import ConfigError, HallhubError
+from hub.errors import HallhubError
 from hub.ops.systemd import DEFAULT_EXECUTABLE, DEFAULT_UNIT_PATH, UnitSettings, render_unit
 
 COMMANDS = frozenset({"config", "install-service", "backup", "restore", "bundle"})
@@ -68,7 +68,7 @@ def _check_config(path: Path) -> int:
         config = load_config(path)
         # Device models and rule layers are checked as the hub checks them at start.
         HubService(config)
-    except (ConfigError, OSError) as exc:
+    except (HallhubError, OSError) as exc:
         sys.stderr.write(f"hallhub: {exc}\n")
         return 1
     sys.stdout.write(f"{path}: ok (hub {config.hub.id}, {len(config.devices)} devices)\n")

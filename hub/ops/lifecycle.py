@@ -38,15 +38,11 @@ def operation_tasks(service: HubService) -> list[tuple[str, Awaitable[Any]]]:
 
     Also hands the hub's secrets to the log mask, now that they are loaded.
     """
-    from hub.ops.retention import Retention
     from hub.ops.walguard import WalGuard
 
     register_service_secrets(service)
-    operations = service.config.operations
-    guard = WalGuard(service.journal.path, operations.wal)
-    retention = Retention(service.journal, operations.retention, service.clock)
-    service.retention = retention
-    return [("ops-wal-guard", guard.run()), ("ops-retention", retention.run())]
+    guard = WalGuard(service.journal.path, service.config.operations.wal)
+    return [("ops-wal-guard", guard.run()), ("ops-retention", service.retention.run())]
 
 
 def register_service_secrets(service: HubService) -> None:

@@ -22,8 +22,7 @@ def operations_routes(service: HubService) -> list[Route]:
         return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     async def operations(_request: Request) -> Response:
-        retention = service.retention
-        disk = retention.disk_figures() if retention is not None else {}
+        disk = service.retention.disk_figures()
         return JSONResponse({"disk": disk, "journal_epoch": service.journal.epoch})
 
     return [Route("/readyz", readyz), Route("/api/operations", operations)]
