@@ -23,6 +23,8 @@ DEFAULT_UNIT_PATH = Path("/etc/systemd/system/hallhub.service")
 DEFAULT_EXECUTABLE = Path("/opt/hallhub/current/bin/hallhub")
 DEFAULT_CONFIG = Path("/etc/hallhub/hallhub.yaml")
 WATCHDOG_SECONDS = 30
+# A start may first back up and migrate a journal of several GB on eMMC.
+START_TIMEOUT_SECONDS = 900
 # Serial ports (RS-485 adapters, the GSM modem) belong to this group on Debian.
 SERIAL_GROUP = "dialout"
 
@@ -111,7 +113,7 @@ ExecStart={command}
 Restart=always
 RestartSec=5
 WatchdogSec={settings.watchdog_seconds}
-TimeoutStartSec=120
+TimeoutStartSec={START_TIMEOUT_SECONDS}
 TimeoutStopSec={stop_timeout}
 KillSignal=SIGTERM
 KillMode=process
