@@ -153,3 +153,18 @@ def test_restore_refuses_a_file_that_is_not_a_journal(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "notes.txt" in result.stderr
     assert not (tmp_path / "state" / "journal.sqlite3").exists()
+
+
+def test_restore_refuses_another_hubs_journal_and_leaves_nothing_behind(tmp_path: Path) -> None:
+    """A sound journal of another hub is refused by name; the state folder is unchanged."""
+    config = write_config(tmp_path)
+    other = Journal(tmp_path / "other" / "journal.sqlite3", "hall-elsewhere")
+    other.open()
+    other.close()
+    copy = copy_journal(other.path, tmp_path / "other-copy.sqlite3")
+
+    result = hallhub("restore", str(copy), "--config", str(config))
+
+    assert result.returncode == 1
+    assert "belongs to hub 'hall-elsewhere'" in result.stderr
+    assert sorted(path.name for path in (tmp_path / "state").iterdir()) == ["hub.lock"]

@@ -108,7 +108,11 @@ def _swap_in(source: Path, state_dir: Path, hub_id: str) -> Restored:
     incoming = state_dir / f".{JOURNAL_FILE}.restoring"
     shutil.copyfile(source, incoming)
     os.chmod(incoming, 0o600)
-    old_epoch, new_epoch = _new_epoch(incoming, hub_id, source)
+    try:
+        old_epoch, new_epoch = _new_epoch(incoming, hub_id, source)
+    except BaseException:
+        incoming.unlink(missing_ok=True)
+        raise
 
     previous = _set_aside(journal)
     for suffix in ("-wal", "-shm"):
