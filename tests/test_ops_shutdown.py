@@ -9,6 +9,7 @@ message they published is in the journal exactly once.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -25,6 +26,7 @@ from hub.broker import ManagedBroker
 from hub.errors import JournalError
 from hub.events import device_event_id
 from hub.journal import Journal
+from hub.ops.lifecycle import ShutdownTimeout, stop_within
 from hub.service import HubService
 from tests.hubkit import DeviceClient, hub_config
 from tests.test_crash_end_to_end import journaled, read, spawned
@@ -197,3 +199,16 @@ async def test_start_failing_after_the_journal_opened_raises(
         await service.start()
     with pytest.raises(JournalError, match="closed"):
         await service.journal.write(lambda conn: None)
+
+
+class _HangingStop:
+    """Stands in for a hub whose stop hangs (a real one cannot be made to on demand)."""
+
+    async def stop(self) -> None:
+        await asyncio.sleep(3600)
+
+
+async def test_a_stop_past_the_bound_is_reported_not_waited_for() -> None:
+    """If stopping takes longer than the bound, the hub gives up and says so (exit 2)."""
+    with pytest.raises(ShutdownTimeout, match=r"within 0\.2 s"):
+        await stop_within(_HangingStop(), 0.2)  # type: ignore[arg-type]
