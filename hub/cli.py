@@ -22,7 +22,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="hallhub", description="Edge hub for a government service hall."
     )
-    parser.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument(
+        "--log-level", help="DEBUG, INFO, WARNING or ERROR (default: the configuration's, INFO)"
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="run a whole simulated hall on this machine")
@@ -121,6 +123,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", dest="end", required=True, metavar="DATE")
     replay.add_argument("--rules", type=Path, required=True, metavar="DIR")
 
+    from hub.ops.cli import add_parsers as add_operations_parsers
+
+    add_operations_parsers(commands)
+
     # Its options belong to sync.receiver; they are passed through unparsed.
     commands.add_parser(
         "city-receiver",
@@ -139,11 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         return receiver_main(passed_on)
     if passed_on:
         parser.error(f"unrecognized arguments: {' '.join(passed_on)}")
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    from hub.ops.logsetup import configure_logging
+    from hub.ops.settings import LogSection
+
+    configure_logging(LogSection(), args.log_level)
     # pymodbus logs every failed connect and timeout itself, with packet dumps; the
     # poller already logs each outage once and its recovery, so keep pymodbus quiet.
     logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
@@ -165,7 +170,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         state_dir = args.state_dir or Path("var") / time.strftime("demo-%Y%m%d-%H%M%S")
         return asyncio.run(run_demo(args.duration, state_dir.resolve(), args.console_port))
     if args.command == "run":
-        return asyncio.run(_run_hub(args.config))
+        return asyncio.run(_run_hub(args.config, args.log_level))
     if args.command == "mqtt-acl":
         return _write_mqtt_acl(args.config, args.out)
     if args.command == "simulate":
@@ -181,6 +186,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_alerts_command(args)
     if args.command == "rules":
         return _rules_replay(args)
+    from hub.ops.cli import COMMANDS as OPERATIONS_COMMANDS
+
+    if args.command in OPERATIONS_COMMANDS:
+        from hub.ops.cli import run as run_operations_command
+
+        return run_operations_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -192,16 +203,15 @@ def _rules_replay(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _run_hub(config_path: Path) -> int:
+async def _run_hub(config_path: Path, log_level: str | None) -> int:
     from hub.config import load_config
+    from hub.ops.lifecycle import serve
+    from hub.ops.logsetup import configure_logging
     from hub.service import HubService
 
-    service = HubService(load_config(config_path))
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, service.request_stop)
-    await service.run()
-    return 0
+    config = load_config(config_path)
+    configure_logging(config.operations.logs, log_level)
+    return await serve(HubService(config))
 
 
 def _enroll(args: argparse.Namespace) -> int:

@@ -25,6 +25,7 @@ from hub.alerts import AlertNotFoundError, list_alerts
 from hub.alerts.api import alert_routes
 from hub.alerts.mobile import PAGE as MOBILE_PAGE
 from hub.alerts.mobile import csrf_matches, mobile_routes
+from hub.ops.routes import operations_routes
 from hub.quarantine_api import quarantine_routes
 from hub.tokens import token_matches
 from sync.outbox import pending_lags
@@ -124,6 +125,7 @@ def create_app(service: HubService) -> Starlette:
         *mobile_routes(service),
         *quarantine_routes(service),
         Route("/api/rules", rules),
+        *operations_routes(service),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(TokenAuth, token=service.token)

@@ -41,6 +41,9 @@ from hub.errors import ConfigError, HallhubError, JournalError
 from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
 from hub.journal import Journal, read_lane
 from hub.mqtt_auth import HALL_IT_TEAM
+from hub.ops.lifecycle import operation_tasks
+from hub.ops.migrations import migrate_existing, stamp_new
+from hub.ops.retention import Retention
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
@@ -158,6 +161,7 @@ class HubService:
         self._console_socket: socket.socket | None = None
         self._state_lock = StateLock(state_dir)
         self.broker: Broker | None = None
+        self.retention = Retention(self.journal, config.operations.retention, self.clock)
 
     @property
     def console_url(self) -> str:
@@ -201,7 +205,7 @@ class HubService:
 
     async def _start_parts(self) -> None:
         loop = asyncio.get_running_loop()
-        self.journal.open()
+        await self._open_journal()
         with self.journal.reading() as conn:
             self.registry.restore(conn)
         await self.audit.open()
@@ -223,8 +227,20 @@ class HubService:
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
         self._tasks.start("rules-timers", self.rules.run())
+        for name, work in operation_tasks(self):
+            self._tasks.start(name, work)
         await self._start_console()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
+
+    async def _open_journal(self) -> None:
+        """Migrate an existing journal (backup first), or stamp a new one as current."""
+        path = self.journal.path
+        fresh = not path.exists()
+        if not fresh:
+            await asyncio.to_thread(migrate_existing, path, self.config.hub.state_dir / "backups")
+        self.journal.open()
+        if fresh:
+            await self.journal.write(stamp_new)
 
     async def stop(self) -> None:
         """Stop taking messages, finish what is queued, close the journal."""
