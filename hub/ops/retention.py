@@ -26,7 +26,7 @@ from hub import metrics
 from hub.clock import Clock
 from hub.errors import JournalError
 from hub.events import Lane
-from hub.journal import Journal
+from hub.journal import Journal, reclaim_free_pages
 from hub.ops.settings import RetentionSection
 from hub.ops.walguard import wal_size
 
@@ -87,19 +87,8 @@ def prune(conn: sqlite3.Connection, settings: RetentionSection, now: float) -> d
             "DELETE FROM audit_trail WHERE at < ?", (now - settings.audit_years * YEAR,)
         )
         removed["audit"] = cursor.rowcount
-    _reclaim_free_pages(conn)
+    reclaim_free_pages(conn, VACUUM_PAGES)
     return removed
-
-
-def _reclaim_free_pages(conn: sqlite3.Connection) -> None:
-    """Give up to VACUUM_PAGES free pages back to the file system.
-
-    The pragma frees one page per step, and Python's sqlite3 steps a statement
-    without result columns only once, so it runs once per page.
-    """
-    free_pages = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-    for _ in range(min(free_pages, VACUUM_PAGES)):
-        conn.execute("PRAGMA incremental_vacuum(1)")
 
 
 def _has_table(conn: sqlite3.Connection, name: str) -> bool:
