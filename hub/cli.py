@@ -102,6 +102,9 @@ def _parser() -> argparse.ArgumentParser:
     from hub.alerts.cli import add_parser as add_alerts_parser
 
     add_alerts_parser(commands)
+    from devices.cli import add_parser as add_devices_parser
+
+    add_devices_parser(commands)
 
     rules = commands.add_parser("rules", help="work with the hall's rules")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -173,6 +176,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_alerts_command(args)
     if args.command == "rules":
         return _rules_replay(args)
+    if args.command == "devices":
+        from devices.cli import run as run_devices_command
+
+        return run_devices_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
