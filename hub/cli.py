@@ -75,6 +75,9 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("published.jsonl"),
         help="publication log: one line per message the broker acknowledged",
     )
+    from devices.simulators.mqtt_faults import add_fault_arguments
+
+    add_fault_arguments(simulate)
 
     enroll = commands.add_parser(
         "enroll", help="enrol this hub with the city: URL, trust anchor, keys (files mode 0600)"
@@ -264,7 +267,9 @@ def _write_mqtt_acl(config_path: Path, out: Path | None) -> int:
 
 async def _simulate(args: argparse.Namespace) -> int:
     from devices.simulators.hall import SimulatedHall
+    from devices.simulators.mqtt_faults import FaultSwitch, run_faults
 
+    switches = [FaultSwitch.parse(text) for text in args.fault]
     hall = SimulatedHall(
         broker_host=args.broker_host,
         broker_port=args.broker_port,
@@ -272,6 +277,7 @@ async def _simulate(args: argparse.Namespace) -> int:
         publication_log=args.log,
         modbus_port=args.modbus_port,
     )
+    faults = run_faults(hall.mqtt_devices, switches, hall.clock, args.fault_every)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -282,7 +288,9 @@ async def _simulate(args: argparse.Namespace) -> int:
     sys.stdout.write("# end of devices section\n")
     sys.stdout.flush()
     runner = asyncio.create_task(hall.run(), name="simulated-hall")
+    faulting = asyncio.create_task(faults, name="simulated-faults")
     await stop.wait()
+    faulting.cancel()
     await hall.stop()
     runner.cancel()
     return 0
