@@ -2,6 +2,9 @@
 
     HallhubError (hub.errors)
     └── DeviceError                a device, its model or its link misbehaved
+        ├── UnknownDeviceError     no device with this id, commissioned or pending
+        ├── CommissioningError     a commission or retire request that cannot be done
+        ├── CommandError           a command the device cannot be sent (unknown, bad args)
         ├── RegisterMapError       a model's register map cannot be read as written
         ├── RegisterDecodeError    register words do not decode as the model says
         ├── ModbusReadError        one Modbus read brought back no usable reply
@@ -40,6 +43,22 @@ class DeviceError(HallhubError):
         self.reason = reason
         where = f"device {device_id}: " if device_id else ""
         super().__init__(f"{where}{reason}")
+
+
+class UnknownDeviceError(DeviceError):
+    """No device with this id is in the registry, nor waiting to be commissioned."""
+
+
+class CommissioningError(DeviceError):
+    """Hall IT asked for a change of state the device cannot make (e.g. no model)."""
+
+
+class CommandError(DeviceError):
+    """A command refused before sending: unknown command, bad arguments, retired device."""
+
+    def __init__(self, device_id: str, command: str, reason: str) -> None:
+        self.command = command
+        super().__init__(device_id, f"command {command}: {reason}")
 
 
 class RegisterMapError(DeviceError):

@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from devices.payloads import RejectedMessage, decode_payload
-from devices.registry import Registry
+from devices.registry import DeviceLifecycle, Registry
 from devices.session_claim import Claim, SessionClaim
 from hub import metrics
 from hub.clock import Clock
@@ -330,6 +330,8 @@ class MqttIngest:
             raise RejectedMessage("unknown_device", f"no device {device_id!r} in this hall")
         if device.model.mqtt is None:
             raise RejectedMessage("wrong_protocol", f"{device_id} is not an MQTT device")
+        if device.lifecycle is DeviceLifecycle.RETIRED:
+            raise RejectedMessage("retired_device", f"{device_id} was retired by hall IT")
 
         payload = bytes(message.payload)
         decoded = decode_payload(device.model, message_name, payload)

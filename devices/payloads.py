@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from devices.profiles import DeviceModel, Message, PayloadField
+from hub.events import Lane
 
 # Envelope fields a device may send besides its model's fields.
 ENVELOPE_FIELDS = frozenset({"msg_id", "ts"})
@@ -53,6 +54,11 @@ def decode_payload(model: DeviceModel, message_name: str, payload: bytes) -> Dec
     device_time = _envelope_time(document)
     fields = _check_fields(message, document)
     return DecodedMessage(message_id, device_time, fields)
+
+
+def check_fields(fields: dict[str, PayloadField], document: dict[str, Any]) -> dict[str, Any]:
+    """`document` checked against `fields` as a message body is; raises RejectedMessage."""
+    return _check_fields(Message(lane=Lane.HEALTH, fields=fields), document)
 
 
 def _parse_json_object(payload: bytes) -> dict[str, Any]:

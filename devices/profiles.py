@@ -22,6 +22,9 @@ from hub.yamlfile import describe_errors, read_yaml
 
 logger = logging.getLogger(__name__)
 
+# The message a device answers every command with: its request id and the result.
+COMMAND_ACK = "command_ack"
+
 DeviceKind = Literal["ticket_printer", "rating_pad", "toilet_alarm", "occupancy_sensor"]
 Name = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]*$", max_length=40)]
 
@@ -59,6 +62,18 @@ class MqttSpec(_Strict):
     heartbeat_timeout: float = Field(default=120.0, gt=0)
     max_payload_bytes: int = Field(default=4096, gt=0, le=262_144)
     messages: dict[Name, Message]
+    commands: dict[Name, dict[Name, PayloadField]] = Field(
+        default={},
+        description="Commands the device carries out, with the fields of each; sent on "
+        "<topic root>/<device id>/command/<name> and answered with a command_ack message.",
+    )
+    command_timeout: float = Field(default=10.0, gt=0, le=600)
+
+    @pydantic.model_validator(mode="after")
+    def _commands_are_acknowledged(self) -> MqttSpec:
+        if self.commands and COMMAND_ACK not in self.messages:
+            raise ValueError(f"a model with commands must declare the {COMMAND_ACK!r} message")
+        return self
 
 
 class Register(_Strict):
@@ -108,6 +123,11 @@ class DeviceModel(_Strict):
     description: str = ""
     firmware: str = ""
     protocol: Literal["mqtt", "modbus"]
+    settings: dict[Name, str | int | float | bool] = Field(
+        default={},
+        description="Settings the hall expects this model to run with. Each is compared "
+        "with the same-named field of the device's status reports; a difference is drift.",
+    )
     mqtt: MqttSpec | None = None
     modbus: ModbusSpec | None = None
 
@@ -117,6 +137,17 @@ class DeviceModel(_Strict):
             raise ValueError("protocol is mqtt but there is no 'mqtt' section")
         if self.protocol == "modbus" and self.modbus is None:
             raise ValueError("protocol is modbus but there is no 'modbus' section")
+        return self
+
+    @pydantic.model_validator(mode="after")
+    def _settings_are_reported(self) -> DeviceModel:
+        if self.mqtt is None or not self.settings:
+            return self
+        status = self.mqtt.messages.get("status")
+        reported = set(status.fields) if status is not None else set()
+        missing = sorted(set(self.settings) - reported)
+        if missing:
+            raise ValueError(f"settings {missing} are not fields of the status message")
         return self
 
 

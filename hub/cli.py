@@ -77,6 +77,9 @@ def _parser() -> argparse.ArgumentParser:
         default=Path("published.jsonl"),
         help="publication log: one line per message the broker acknowledged",
     )
+    from devices.simulators.mqtt_faults import add_fault_arguments
+
+    add_fault_arguments(simulate)
 
     enroll = commands.add_parser(
         "enroll", help="enrol this hub with the city: URL, trust anchor, keys (files mode 0600)"
@@ -112,6 +115,9 @@ def _parser() -> argparse.ArgumentParser:
     from hub.alerts.cli import add_parser as add_alerts_parser
 
     add_alerts_parser(commands)
+    from devices.cli import add_parser as add_devices_parser
+
+    add_devices_parser(commands)
 
     rules = commands.add_parser("rules", help="work with the hall's rules")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -192,6 +198,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hub.ops.cli import run as run_operations_command
 
         return run_operations_command(args)
+    if args.command == "devices":
+        from devices.cli import run as run_devices_command
+
+        return run_devices_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 
@@ -280,7 +290,9 @@ def _write_mqtt_acl(config_path: Path, out: Path | None) -> int:
 
 async def _simulate(args: argparse.Namespace) -> int:
     from devices.simulators.hall import SimulatedHall
+    from devices.simulators.mqtt_faults import FaultSwitch, run_faults
 
+    switches = [FaultSwitch.parse(text) for text in args.fault]
     hall = SimulatedHall(
         broker_host=args.broker_host,
         broker_port=args.broker_port,
@@ -288,6 +300,7 @@ async def _simulate(args: argparse.Namespace) -> int:
         publication_log=args.log,
         modbus_port=args.modbus_port,
     )
+    faults = run_faults(hall.mqtt_devices, switches, hall.clock, args.fault_every)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -298,7 +311,9 @@ async def _simulate(args: argparse.Namespace) -> int:
     sys.stdout.write("# end of devices section\n")
     sys.stdout.flush()
     runner = asyncio.create_task(hall.run(), name="simulated-hall")
+    faulting = asyncio.create_task(faults, name="simulated-faults")
     await stop.wait()
+    faulting.cancel()
     await hall.stop()
     runner.cancel()
     return 0

@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from devices.api import device_routes
 from hub import metrics
 from hub.alerts import AlertNotFoundError, list_alerts
 from hub.alerts.api import alert_routes
@@ -69,9 +70,6 @@ def create_app(service: HubService) -> Starlette:
     async def healthz(_request: Request) -> Response:
         return JSONResponse({"status": "ok"})
 
-    async def devices(_request: Request) -> Response:
-        return JSONResponse({"devices": [d.to_json() for d in service.registry.all()]})
-
     async def alerts(request: Request) -> Response:
         active_only = request.query_params.get("active") == "1"
         with service.journal.reading() as conn:
@@ -117,7 +115,7 @@ def create_app(service: HubService) -> Starlette:
         Route("/", page),
         Route("/healthz", healthz),
         Route("/metrics", prometheus),
-        Route("/api/devices", devices),
+        *device_routes(service),
         Route("/api/alerts", alerts),
         Route("/api/alerts/{alert_id:int}/acknowledge", acknowledge, methods=["POST"]),
         Route("/api/sync", sync),

@@ -20,6 +20,8 @@ from typing import Any
 
 import uvicorn
 
+from devices.commands import DeviceCommands
+from devices.commissioning import Commissioning
 from devices.modbus_poller import ModbusPoller, Reading
 from devices.mqtt_ingest import BrokerSettings, MqttIngest
 from devices.profiles import DeviceModel, load_models, shipped_models_dir
@@ -47,7 +49,7 @@ from hub.ops.retention import Retention
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
-from rules.runner import MqttCommandService, RuleRunner
+from rules.runner import RuleRunner
 from sync.backlog import BacklogGuard, BacklogPolicy
 from sync.city_config import CityConfigStore
 from sync.commands import CommandChannel, Handler, events_after
@@ -142,13 +144,20 @@ class HubService:
         )
         self.alerts = self.crews.alerts
         self.audit = AuditTrail(self.journal, self.clock)
+        root = config.mqtt.topic_root
+        self.commissioning = Commissioning(
+            self.registry, self.journal, self.audit, self.clock, root
+        )
+        self.device_commands = DeviceCommands(
+            self.registry, self.journal, self.clock, self.ingest.publish, root
+        )
         self.rules = RuleRunner(
             journal=self.journal,
             clock=self.clock,
             calendar=self.calendar,
             layers=hall_layers(state_dir, config.rule_files),
             alerts=self.alerts,
-            commands=MqttCommandService(self.ingest.publish, config.mqtt.topic_root),
+            commands=self.device_commands,
             publish=self.ingest.publish,
         )
         self.uplink: Uplink | None = None
@@ -209,6 +218,8 @@ class HubService:
         with self.journal.reading() as conn:
             self.registry.restore(conn)
         await self.audit.open()
+        await self.commissioning.open()
+        await self.device_commands.open()
         await self.crews.start()
 
         def hand_over(events: list[Event]) -> None:
@@ -226,6 +237,7 @@ class HubService:
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
+        self._tasks.start("device-commands", self.device_commands.run())
         self._tasks.start("rules-timers", self.rules.run())
         for name, work in operation_tasks(self):
             self._tasks.start(name, work)
@@ -509,6 +521,7 @@ class HubService:
             fresh = [event for event in events if event.seq > handled[event.lane]]
             for event in fresh:
                 await self._observe_health(event)
+                await self.device_commands.observe(event)
                 await self._apply_rules(event)
                 handled[event.lane] = event.seq
             if fresh:

@@ -119,7 +119,12 @@ async def test_toilet_call_raises_urgent_commands_lamp_and_clears_only_on_reset(
     finally:
         lamp.close()
     assert opened[0]["severity"] == "urgent" and opened[0]["team"] == "duty_desk"
-    assert [m[1] for m in lamp.messages] == [{"state": "on"}, {"state": "off"}]
+    bodies = [m[1] for m in lamp.messages]
+    assert [{k: v for k, v in b.items() if k != "request_id"} for b in bodies] == [
+        {"state": "on"},
+        {"state": "off"},
+    ]
+    assert len({b["request_id"] for b in bodies}) == 2  # each command tracked on its own
 
 
 async def test_redelivered_press_raises_nothing_new(hall: Hall) -> None:

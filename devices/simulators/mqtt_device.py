@@ -9,7 +9,10 @@ It behaves as hallhub expects a real device to:
 * on each connect publishes ``status`` ``{"online": true}`` retained, and leaves
   ``{"online": false}`` retained as its last will, which the broker publishes if the
   device vanishes without saying goodbye;
-* sends a ``heartbeat`` every `heartbeat_interval` seconds.
+* sends a ``heartbeat`` every `heartbeat_interval` seconds;
+* carries out the commands its model declares, arriving on
+  ``<topic root>/<device id>/command/<name>``, and answers each with a
+  ``command_ack`` naming the command's ``request_id``.
 
 A message goes into the publication log only when the broker's PUBACK for it
 arrives (paho's ``on_publish``), so the log is exactly what the broker accepted.
@@ -21,10 +24,12 @@ state and hand signals to the asyncio loop with ``call_soon_threadsafe``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import logging
 import random
+import socket
 import threading
 import uuid
 from collections.abc import Callable
@@ -101,6 +106,8 @@ class SimulatedMqttDevice:
         self._connected = asyncio.Event()
         self._drained = asyncio.Event()
         self._stopped = False
+        self.silent = False
+        self.commands_received: list[tuple[str, dict[str, Any]]] = []
         self._client = self._make_client()
 
     # -- lifecycle -------------------------------------------------------------------
@@ -200,6 +207,9 @@ class SimulatedMqttDevice:
         """Publish one message at QoS 1 and return its event id."""
         if self._stopped:
             raise SimulatorError(self.device_id, f"stopped; cannot publish {message}")
+        if self.silent:
+            logger.debug("%s is silent; %s not sent", self.device_id, message)
+            return ""
         msg_id = self._next_msg_id()
         payload = self._payload(message, msg_id, fields or {})
         sent = SentMessage(device_event_id(self.device_id, msg_id), message)
@@ -219,6 +229,30 @@ class SimulatedMqttDevice:
         logger.debug("%s published %s (%s)", self.device_id, message, msg_id)
         return sent.event_id
 
+    def publish_raw(self, message: str, payload: bytes) -> None:
+        """Send `payload` on `message`'s topic unchecked, as broken firmware might."""
+        self._client.publish(self.topic(message), payload, QOS_AT_LEAST_ONCE)
+
+    def drop_connection(self) -> None:
+        """Break the TCP connection without a DISCONNECT; paho reconnects by itself.
+
+        The broker sees the link die, so it publishes the device's last will.
+        """
+        sock = self._client.socket()
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def reset_counters(self) -> None:
+        """What a reboot forgets: the message counter, under a new boot id; kinds add theirs."""
+        with self._lock:
+            self.boot_id = uuid.uuid4().hex[:12]
+            self._counter = itertools.count(1)
+
+    def carry_out(self, command: str, args: dict[str, Any]) -> str | None:
+        """Do `command`; return None when done, or why it was refused. Kinds override."""
+        return f"{command} is not supported by this simulator"
+
     def has_field(self, message: str, field: str) -> bool:
         """Whether this device's model declares `field` on `message`."""
         declared = self.spec.messages.get(message)
@@ -229,6 +263,8 @@ class SimulatedMqttDevice:
         fields: dict[str, Any] = {"online": True}
         if self.has_field("status", "firmware") and self.model.firmware:
             fields["firmware"] = self.model.firmware
+        if self.has_field("status", "heartbeat_interval"):
+            fields["heartbeat_interval"] = max(1, round(self.heartbeat_interval))
         return fields
 
     def heartbeat_fields(self) -> dict[str, Any]:
@@ -251,6 +287,7 @@ class SimulatedMqttDevice:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_command
         client.reconnect_delay_set(min_delay=1, max_delay=10)
         client.max_queued_messages_set(10_000)
         return client
@@ -289,6 +326,8 @@ class SimulatedMqttDevice:
         if self._stopped:
             return
         logger.info("simulated %s %s connected", self.kind or "device", self.device_id)
+        if self.spec.commands:
+            client.subscribe(f"{self.topic('command')}/+", QOS_AT_LEAST_ONCE)
         self.publish("status", self.status_fields(), retain=True)
         self._call_in_loop(self._connected.set)
 
@@ -300,6 +339,26 @@ class SimulatedMqttDevice:
             return
         logger.warning("simulated device %s disconnected: %s", self.device_id, reason)
         self._set_will()  # paho sends it with the next automatic reconnect
+
+    def _on_command(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        command = message.topic.rsplit("/", 1)[-1]
+        try:
+            body = json.loads(message.payload)
+            request_id = str(body.pop("request_id"))
+        except (ValueError, KeyError, AttributeError, TypeError):
+            logger.warning("%s: unreadable command on %s", self.device_id, message.topic)
+            return
+        self.commands_received.append((command, body))
+        try:
+            refusal = self.carry_out(command, body)
+        except Exception as exc:  # a simulator bug must not end paho's network thread
+            logger.exception("%s failed to carry out %s", self.device_id, command)
+            refusal = f"failed: {exc!r}"[:200]
+        ack: dict[str, Any] = {"request_id": request_id, "result": "done"}
+        if refusal is not None:
+            ack.update(result="refused", detail=refusal[:200])
+        if not self._stopped:
+            self.publish("command_ack", ack)
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any

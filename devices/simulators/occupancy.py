@@ -39,6 +39,11 @@ class SimulatedOccupancySensor(SimulatedMqttDevice):
         self.count_in += arrivals
         self.count_out += leavers
 
+    def reset_counters(self) -> None:
+        """A reboot zeroes the in and out totals."""
+        super().reset_counters()
+        self.count_in = self.count_out = 0
+
     def set_occupancy(self, occupancy: int, *, motion: bool | None = None) -> str:
         """Put `occupancy` people in the zone at once (a demo crowd) and report it."""
         self.count_in = self.count_out + max(0, occupancy)

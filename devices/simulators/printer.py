@@ -36,6 +36,7 @@ class SimulatedTicketPrinter(SimulatedMqttDevice):
         self.green_channel_share = green_channel_share
         self.issued: dict[str, int] = dict.fromkeys(categories, 0)
         self.paper_left = self.rng.randint(120, 400)
+        self.header = ""
 
     @property
     def paper(self) -> str:
@@ -84,6 +85,23 @@ class SimulatedTicketPrinter(SimulatedMqttDevice):
         """Put in a new roll and report paper ok."""
         self.paper_left = self.rng.randint(120, 400)
         self.publish("status", self.status_fields(), retain=True)
+
+    def carry_out(self, command: str, args: dict[str, Any]) -> str | None:
+        """Print a ticket on request, or change the header printed on every ticket."""
+        if command == "set_header":
+            self.header = str(args["text"])
+            return None
+        if command == "print_ticket":
+            if self.paper == "out":
+                return "out of paper"
+            self.issue_ticket(str(args["category"]))
+            return None
+        return super().carry_out(command, args)
+
+    def reset_counters(self) -> None:
+        """A reboot starts every category's numbering again at 1."""
+        super().reset_counters()
+        self.issued = dict.fromkeys(self.categories, 0)
 
     def status_fields(self) -> dict[str, Any]:
         """Online, firmware and the paper state."""

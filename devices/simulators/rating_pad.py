@@ -28,6 +28,7 @@ class SimulatedRatingPad(SimulatedMqttDevice):
         super().__init__(*args, **kwargs)
         self.window = window
         self.rating_interval = rating_interval
+        self.prompted_case: str | None = None
 
     async def behave(self) -> None:
         """Rate at random intervals, with levels drawn by `LEVEL_WEIGHTS`."""
@@ -47,3 +48,12 @@ class SimulatedRatingPad(SimulatedMqttDevice):
         if chosen in BAD_LEVELS and self.has_field("rating", "comment"):
             fields["comment"] = self.rng.choice(COMPLAINTS)
         return self.publish("rating", fields)
+
+    def carry_out(self, command: str, args: dict[str, Any]) -> str | None:
+        """Light up and ask for a rating of a case, if asked for this pad's window."""
+        if command != "prompt_rating":
+            return super().carry_out(command, args)
+        if args["window"] != self.window:
+            return f"this pad serves window {self.window}"
+        self.prompted_case = str(args.get("case_no") or "")
+        return None

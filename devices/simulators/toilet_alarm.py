@@ -25,6 +25,7 @@ class SimulatedToiletAlarm(SimulatedMqttDevice):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.latched = False
+        self.lamp = "off"
         self.battery = self.rng.randint(40, 100)
         self._heartbeats = 0
 
@@ -44,6 +45,18 @@ class SimulatedToiletAlarm(SimulatedMqttDevice):
         self.publish("status", self.status_fields(), retain=True)
         logger.info("simulated alarm %s: reset", self.device_id)
         return event_id
+
+    def carry_out(self, command: str, args: dict[str, Any]) -> str | None:
+        """Switch the lamp outside the door, as the hub's rules ask."""
+        if command == "lamp":
+            self.lamp = str(args["state"])
+            return None
+        return super().carry_out(command, args)
+
+    def reset_counters(self) -> None:
+        """A reboot clears the latch: the call is forgotten at the spot."""
+        super().reset_counters()
+        self.latched = False
 
     def status_fields(self) -> dict[str, Any]:
         """Online, firmware, the latch and (for battery models) the battery."""
