@@ -1,10 +1,20 @@
-"""Polling one Modbus TCP device on its model's register map.
+"""Polling one Modbus unit on its model's register map, over a shared `ModbusLine`.
 
 Each poll reads every block `plan_reads` makes of the map, decodes the words with
 `devices.registers`, and hands one `Reading` to the hub. A poll either succeeds in
-full or yields nothing: an exception reply, a timeout or a broken link is counted
-and never turned into values (a gateway that stores a refused read as zeros
-reports an empty hall as a fact).
+full or yields nothing: an exception reply, a timeout, a garbled reply or a broken
+link is counted and never turned into values (a gateway that stores a refused read
+as zeros reports an empty hall as a fact).
+
+On top of the raw values a model may ask for:
+
+* counter deltas: a register marked ``counter`` (a running total that wraps or
+  restarts on reboot) gains ``<name>_delta``, the people since the last poll;
+* a zone count: entries minus exits, never below zero, re-zeroed when the hall
+  closes (``zone_count``);
+* edge events: a bool register that turns on or off makes one event of its own
+  (``edges``), e.g. ``call`` and ``reset`` of a toilet alarm wired to a discrete
+  input. Such models are polled at 200 ms or faster and go first on their line.
 
 Health is a small state machine, reported on transitions only:
 
@@ -19,34 +29,45 @@ not retry in lockstep). All waiting goes through the injected `Clock`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
 
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException, ModbusIOException
-
+from devices.counters import CounterDelta, ZoneOccupancy
 from devices.errors import (
     DeviceError,
+    LineGarbled,
+    LineTimeout,
+    LineUnavailable,
+    ModbusBadReply,
     ModbusExceptionReply,
     ModbusLinkError,
     ModbusReadError,
     ModbusTimeout,
+    ModbusWriteError,
 )
-from devices.profiles import DeviceModel, ModbusSpec
-from devices.registers import BIT_TABLES, ReadBlock, RegisterValue, decode_block, plan_reads
+from devices.modbus_frames import Reply, bits_of, read_request, registers_of, write_request
+from devices.modbus_line import ALARM_PRIORITY, NORMAL_PRIORITY, ModbusLine
+from devices.profiles import DeviceModel, ModbusSpec, Register
+from devices.registers import (
+    BIT_TABLES,
+    ReadBlock,
+    RegisterValue,
+    decode_block,
+    encode_register,
+    plan_reads,
+    word_count,
+)
 from hub.clock import Clock
+from hub.events import Lane
 
 logger = logging.getLogger(__name__)
 
 ReadingCallback = Callable[["Reading"], Awaitable[None]]
 HealthCallback = Callable[[str, bool, str], Awaitable[None]]
-
-T = TypeVar("T")
+OpenHours = Callable[[float], bool]  # wall time -> is the hall open
 
 BACKOFF_JITTER = 0.2  # each backoff delay is stretched or shrunk by up to 20 %
 
@@ -59,6 +80,7 @@ class Reading:
     message: str
     values: dict[str, RegisterValue]
     polled_at: float
+    lane: Lane = Lane.TELEMETRY
 
 
 @dataclass(slots=True)
@@ -72,18 +94,18 @@ class PollCounters:
     exception_replies: int = 0
     timeouts: int = 0
     link_errors: int = 0
+    bad_replies: int = 0
     last_failure: str = ""
     dropped_values: dict[str, int] = field(default_factory=dict)
 
 
 class ModbusPoller:
-    """Polls one Modbus TCP unit until cancelled; see the module docstring."""
+    """Polls one Modbus unit until cancelled; see the module docstring."""
 
     def __init__(
         self,
         device_id: str,
-        host: str,
-        port: int,
+        line: ModbusLine,
         unit_id: int,
         model: DeviceModel,
         clock: Clock,
@@ -93,12 +115,12 @@ class ModbusPoller:
         max_backoff: float = 60.0,
         max_gap: int = 0,
         rng: random.Random | None = None,
+        is_open: OpenHours | None = None,
     ) -> None:
         if model.modbus is None:
             raise DeviceError(device_id, f"model {model.model} is not a Modbus model")
         self.device_id = device_id
-        self.host = host
-        self.port = port
+        self.line = line
         self.unit_id = unit_id
         self.model = model
         self.spec: ModbusSpec = model.modbus
@@ -110,27 +132,30 @@ class ModbusPoller:
         self._on_health = on_health
         self._max_backoff = max(max_backoff, self.spec.poll_interval)
         self._rng = rng or random.Random()
-        self._client: AsyncModbusTcpClient | None = None
+        self._priority = ALARM_PRIORITY if self.spec.priority == "alarm" else NORMAL_PRIORITY
+        self._deltas = {
+            r.name: CounterDelta(16 * word_count(r)) for r in self.spec.registers if r.counter
+        }
+        self.zone = ZoneOccupancy()
+        self._is_open = is_open
+        self._was_open: bool | None = None
+        self._last_edges: dict[str, bool] = {}
 
     async def run(self) -> None:
         """Poll at the model's interval, backing off while offline, until cancelled."""
         logger.info(
-            "polling %s at %s:%d unit %d every %ss (%d reads)",
+            "polling %s on %s unit %d every %ss (%d reads)",
             self.device_id,
-            self.host,
-            self.port,
+            self.line.name,
             self.unit_id,
             self.spec.poll_interval,
             len(self.blocks),
         )
-        try:
-            while True:
-                started = self._clock.monotonic()
-                await self.poll_once()
-                elapsed = self._clock.monotonic() - started
-                await self._clock.sleep(max(0.0, self.next_delay() - elapsed))
-        finally:
-            self._disconnect()
+        while True:
+            started = self._clock.monotonic()
+            await self.poll_once()
+            elapsed = self._clock.monotonic() - started
+            await self._clock.sleep(max(0.0, self.next_delay() - elapsed))
 
     async def poll_once(self) -> Reading | None:
         """One poll: read, decode, report; returns the reading, or None if it failed."""
@@ -141,10 +166,45 @@ class ModbusPoller:
             await self._record_failure(exc)
             return None
 
-        reading = Reading(self.device_id, self.spec.message, values, self._clock.monotonic())
+        polled_at = self._clock.monotonic()
+        values.update(self._derived(values))
+        reading = Reading(self.device_id, self.spec.message, values, polled_at, self.spec.lane)
         await self._record_success()
-        await self._deliver(reading)
+        for edge_event in self._edge_events(values, polled_at):
+            await self._deliver(edge_event)
+        if self.spec.readings:
+            await self._deliver(reading)
         return reading
+
+    async def write(self, name: str, value: RegisterValue) -> RegisterValue:
+        """Write `value` to register `name`, read it back, and return what the unit holds.
+
+        Raises ModbusWriteError when the unit refuses the write or holds another value
+        afterwards (a read-only register, a value it clamped, a write lost on the line).
+        """
+        register = self._writable(name)
+        words = encode_register(register, value, device_id=self.device_id)
+        try:
+            reply = await self._request(write_request(register.table, register.address, words))
+            if reply.exception_code is not None:
+                raise ModbusWriteError(
+                    self.device_id, name, f"refused with exception {reply.exception_code}"
+                )
+            block = ReadBlock(register.table, register.address, len(words), (register,))
+            held = decode_block(block, await self._read_block(block), device_id=self.device_id)
+        except (ModbusReadError, LineUnavailable, LineTimeout, LineGarbled) as exc:
+            raise ModbusWriteError(self.device_id, name, f"not verified: {exc.reason}") from exc
+
+        if held[name] != value:
+            raise ModbusWriteError(self.device_id, name, f"wrote {value}, reads back {held[name]}")
+        logger.info("%s: wrote %s = %s, read back", self.device_id, name, value)
+        return held[name]
+
+    def rezero_zone(self) -> None:
+        """Closing time: nobody is left inside, whatever the doors miscounted."""
+        if self.zone.count:
+            logger.info("%s: zone re-zeroed from %d at closing", self.device_id, self.zone.count)
+        self.zone.rezero()
 
     def next_delay(self) -> float:
         """Seconds from this poll's start to the next: the interval, or a backoff."""
@@ -159,71 +219,82 @@ class ModbusPoller:
     # -- reading ---------------------------------------------------------------------
 
     async def _read_all(self) -> dict[str, RegisterValue]:
-        client = await self._connected_client()
         values: dict[str, RegisterValue] = {}
         for block in self.blocks:
-            words = await self._read_block(client, block)
+            words = await self._read_block(block)
             values.update(decode_block(block, words, device_id=self.device_id))
         return self._finite_only(values)
 
-    async def _connected_client(self) -> AsyncModbusTcpClient:
-        if self._client is not None and self._client.connected:
-            return self._client
-
-        self._disconnect()
-        # pymodbus's own reconnect and retries are off: this poller owns both, so
-        # every failure is counted here and a stale reply can never meet a new request.
-        client = AsyncModbusTcpClient(
-            self.host,
-            port=self.port,
-            timeout=self.spec.timeout,
-            retries=0,
-            reconnect_delay=0,
-            name=self.device_id,
-        )
+    async def _read_block(self, block: ReadBlock) -> list[int] | list[bool]:
         try:
-            connected = await _guarded(client.connect(), self.spec.timeout + 1.0)
-        except TimeoutError:
-            connected = False
-        if not connected:
-            client.close()
-            first = self.blocks[0]
-            raise self._read_error(
-                ModbusLinkError, first, f"cannot connect to {self.host}:{self.port}"
-            )
-        self._client = client
-        return client
-
-    async def _read_block(
-        self, client: AsyncModbusTcpClient, block: ReadBlock
-    ) -> list[int] | list[bool]:
-        read = {
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-            "coil": client.read_coils,
-            "discrete_input": client.read_discrete_inputs,
-        }[block.table]
-        request = read(block.address, count=block.count, device_id=self.unit_id)
-        try:
-            response = await _guarded(request, self.spec.timeout + 1.0)
-        except (ModbusIOException, TimeoutError) as exc:
-            self._disconnect()  # a late reply must not be taken for the next request's
+            reply = await self._request(read_request(block.table, block.address, block.count))
+        except LineTimeout as exc:
             raise self._read_error(ModbusTimeout, block, "no reply") from exc
-        except (ModbusException, OSError) as exc:
-            self._disconnect()
-            raise self._read_error(ModbusLinkError, block, f"link failed: {exc}") from exc
+        except LineGarbled as exc:
+            raise self._read_error(ModbusBadReply, block, exc.reason) from exc
+        except LineUnavailable as exc:
+            raise self._read_error(
+                ModbusLinkError, block, f"{self.line.name}: {exc.reason}"
+            ) from exc
 
-        if response.isError():
+        if reply.exception_code is not None:
             raise ModbusExceptionReply(
-                self.device_id,
-                block.table,
-                block.address,
-                block.count,
-                int(getattr(response, "exception_code", 0)),
+                self.device_id, block.table, block.address, block.count, reply.exception_code
             )
         if block.table in BIT_TABLES:
-            return list(response.bits[: block.count])
-        return list(response.registers)
+            return bits_of(reply.data, block.count)
+        return registers_of(reply.data)
+
+    async def _request(self, pdu: bytes) -> Reply:
+        return await self.line.request(
+            self.unit_id, pdu, self.spec.timeout, priority=self._priority
+        )
+
+    def _writable(self, name: str) -> Register:
+        for register in self.spec.registers:
+            if register.name == name and register.table in ("holding", "coil"):
+                return register
+        raise ModbusWriteError(self.device_id, name, "no holding register or coil of that name")
+
+    # -- derived values and events ---------------------------------------------------
+
+    def _derived(self, values: dict[str, RegisterValue]) -> dict[str, RegisterValue]:
+        derived: dict[str, RegisterValue] = {}
+        for name, delta in self._deltas.items():
+            raw = values.get(name)
+            if isinstance(raw, int):
+                derived[f"{name}_delta"] = delta.update(raw)
+        self._rezero_if_closed()
+        zone = self.spec.zone_count
+        if zone is not None:
+            entered = int(derived.get(f"{zone.entered}_delta", 0))
+            left = int(derived.get(f"{zone.left}_delta", 0))
+            derived[zone.value] = self.zone.apply(entered, left)
+        return derived
+
+    def _rezero_if_closed(self) -> None:
+        if self._is_open is None:
+            return
+        is_open = self._is_open(self._clock.wall())
+        if self._was_open and not is_open:
+            self.rezero_zone()
+        self._was_open = is_open
+
+    def _edge_events(self, values: dict[str, RegisterValue], polled_at: float) -> list[Reading]:
+        events: list[Reading] = []
+        for edge in self.spec.edges:
+            now = bool(values.get(edge.input))
+            before = self._last_edges.get(edge.input)
+            self._last_edges[edge.input] = now
+            # A call found latched at the first poll is reported: it may have been
+            # pulled while the hub was down, and a repeated call only refreshes the
+            # open alert. An input found off at the first poll says nothing.
+            if before == now or (before is None and not now):
+                continue
+            message = edge.rising if now else edge.falling
+            if message is not None:
+                events.append(Reading(self.device_id, message, {}, polled_at, edge.lane))
+        return events
 
     def _read_error(
         self, kind: type[ModbusReadError], block: ReadBlock, reason: str
@@ -242,11 +313,6 @@ class ModbusPoller:
             kept[name] = value
         return kept
 
-    def _disconnect(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
     # -- health ----------------------------------------------------------------------
 
     async def _record_failure(self, error: DeviceError) -> None:
@@ -260,6 +326,8 @@ class ModbusPoller:
             counters.timeouts += 1
         elif isinstance(error, ModbusLinkError):
             counters.link_errors += 1
+        elif isinstance(error, ModbusBadReply):
+            counters.bad_replies += 1
 
         if self.online is False:
             logger.debug("%s still offline: %s", self.device_id, error.reason)
@@ -304,26 +372,3 @@ class ModbusPoller:
             await self._on_reading(reading)
         except Exception:
             logger.exception("%s: reading callback raised; polling goes on", self.device_id)
-
-
-async def _guarded(operation: Awaitable[T], timeout: float) -> T:
-    """Await a pymodbus call without ever losing our own cancellation.
-
-    pymodbus waits with ``asyncio.wait_for``, which on Python 3.11 returns the
-    result, and drops the cancellation, when both arrive together; a poller
-    cancelled at that instant would poll on forever. Shielding the call in a task
-    of its own keeps the cancellation with the poller; the call is then cancelled.
-    """
-    call = asyncio.ensure_future(operation)
-    call.add_done_callback(_collect_outcome)
-    try:
-        async with asyncio.timeout(timeout):
-            return await asyncio.shield(call)
-    finally:
-        call.cancel()
-
-
-def _collect_outcome(call: asyncio.Future[Any]) -> None:
-    # An abandoned call's error was already reported as a timeout or cancellation.
-    if not call.cancelled():
-        call.exception()
