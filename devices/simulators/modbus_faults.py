@@ -110,6 +110,7 @@ class FaultySlave:
         self.most_connections = 0
         self.refused_connections = 0
         self.frame_times: list[tuple[str, float]] = []  # ("in"/"out", loop time)
+        self.request_log: list[int] = []  # unit ids, in the order requests arrived
         self._rng = rng or random.Random()
         self._flap_drop = False
         self._server: asyncio.Server | None = None
@@ -229,6 +230,7 @@ class FaultySlave:
         wrap: Callable[[int, bytes], bytes],
         send: Callable[[bytes], object],
     ) -> None:
+        self.request_log.append(unit_id)
         unit = self.units.get(unit_id)
         if unit is None or unit.fault == "silent":
             return
