@@ -34,6 +34,7 @@ import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from devices.counters import CounterDelta, ZoneOccupancy
 from devices.errors import (
@@ -199,6 +200,24 @@ class ModbusPoller:
             raise ModbusWriteError(self.device_id, name, f"wrote {value}, reads back {held[name]}")
         logger.info("%s: wrote %s = %s, read back", self.device_id, name, value)
         return held[name]
+
+    async def command(self, name: str, args: dict[str, Any]) -> RegisterValue:
+        """Carry out the model's command `name` with `args`: one verified write."""
+        command = self.spec.commands.get(name)
+        if command is None:
+            raise ModbusWriteError(self.device_id, name, "the model has no such command")
+        argument = args.get(command.argument)
+        if not isinstance(argument, int | float | bool | str):
+            raise ModbusWriteError(self.device_id, name, f"needs argument {command.argument}")
+        if command.values:
+            if str(argument) not in command.values:
+                raise ModbusWriteError(
+                    self.device_id,
+                    name,
+                    f"{command.argument}={argument!r} is not one of {sorted(command.values)}",
+                )
+            argument = command.values[str(argument)]
+        return await self.write(command.write, argument)
 
     def rezero_zone(self) -> None:
         """Closing time: nobody is left inside, whatever the doors miscounted."""

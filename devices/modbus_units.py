@@ -26,7 +26,7 @@ def line_settings(address: ModbusAddress) -> LineSettings:
         host=address.host,
         port=address.port,
         serial_port=address.serial_port,
-        framing=address.framing,
+        framing="rtu" if address.serial_port is not None else address.framing,
         baudrate=address.baudrate,
         parity=address.parity,
         stopbits=address.stopbits,

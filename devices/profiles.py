@@ -112,6 +112,16 @@ class ZoneCount(_Strict):
     value: Name = "people_inside"
 
 
+class ModbusCommand(_Strict):
+    """A command carried out by writing one register or coil, then reading it back."""
+
+    write: Name
+    argument: Name = "value"
+    values: dict[str, int | float | bool | str] = Field(
+        default={}, description="argument value -> register value; empty: written as given"
+    )
+
+
 class ModbusSpec(_Strict):
     """How a model is polled over Modbus."""
 
@@ -124,6 +134,7 @@ class ModbusSpec(_Strict):
     priority: Literal["normal", "alarm"] = "normal"
     edges: tuple[Edge, ...] = ()
     zone_count: ZoneCount | None = None
+    commands: dict[Name, ModbusCommand] = {}
     registers: tuple[Register, ...] = Field(min_length=1)
 
     @pydantic.model_validator(mode="after")
@@ -136,6 +147,10 @@ class ModbusSpec(_Strict):
             for name in (self.zone_count.entered, self.zone_count.left):
                 if name not in by_name or not by_name[name].counter:
                     raise ValueError(f"zone_count register {name} is not a counter register")
+        for name, command in self.commands.items():
+            target = by_name.get(command.write)
+            if target is None or target.table not in ("holding", "coil"):
+                raise ValueError(f"command {name} writes {command.write}, not a holding or coil")
         for register in self.registers:
             if register.counter and not register.type.startswith("uint"):
                 raise ValueError(f"counter register {register.name} must be uint16/32/64")

@@ -20,6 +20,7 @@ from typing import Any
 
 import uvicorn
 
+from devices.modbus_commands import DeviceCommands
 from devices.modbus_line import ModbusLines
 from devices.modbus_poller import ModbusPoller, Reading
 from devices.modbus_units import modbus_pollers
@@ -146,7 +147,10 @@ class HubService:
             calendar=self.calendar,
             layers=hall_layers(state_dir, config.rule_files),
             alerts=self.alerts,
-            commands=MqttCommandService(self.ingest.publish, config.mqtt.topic_root),
+            commands=DeviceCommands(
+                MqttCommandService(self.ingest.publish, config.mqtt.topic_root),
+                lambda: self.modbus_pollers,
+            ),
             publish=self.ingest.publish,
         )
         self.uplink: Uplink | None = None

@@ -467,8 +467,9 @@ async def test_people_counts_survive_wraps_and_reboots_and_rezero_at_closing(
 async def test_a_write_is_read_back_and_a_write_that_did_not_stick_is_an_error(
     lines: Lines, slaves: list[FaultySlave]
 ) -> None:
-    """Switching the alarm's lamp coil reads it back; a unit that acknowledges writes
-    but keeps the old value makes the command fail with the values named."""
+    """Switching the alarm's lamp coil reads it back, directly or by the model's "lamp"
+    command; a unit that acknowledges writes but keeps the old value, or a command
+    argument the model does not know, fails with the values named."""
     unit = unit_for(ALARM, 2)
     slave = FaultySlave([unit])
     slaves.append(slave)
@@ -477,8 +478,11 @@ async def test_a_write_is_read_back_and_a_write_that_did_not_stick_is_an_error(
 
     assert await polling.write("lamp", True) is True
     assert unit.tables["coil"][0] == 1
+    assert await polling.command("lamp", {"state": "off"}) is False
+    with pytest.raises(ModbusWriteError, match="state='blink' is not one of"):
+        await polling.command("lamp", {"state": "blink"})
     unit.fault = "read_only"
-    with pytest.raises(ModbusWriteError, match="wrote False, reads back True"):
-        await polling.write("lamp", False)
+    with pytest.raises(ModbusWriteError, match="wrote True, reads back False"):
+        await polling.write("lamp", True)
     with pytest.raises(ModbusWriteError, match="no holding register or coil"):
         await polling.write("call_latched", True)
