@@ -2,7 +2,8 @@
 
 A line carries one request at a time, whatever the number of units on it: RS-485
 is half duplex, and many gateways accept one TCP connection and serve their units
-in turn. Pollers queue for the line; alarm inputs queue ahead of everything else.
+in turn. Pollers queue for the line; alarm inputs queue ahead of everything else,
+and units that went offline behind everything else.
 
 Each request:
 
@@ -51,6 +52,7 @@ logger = logging.getLogger(__name__)
 
 ALARM_PRIORITY = 0
 NORMAL_PRIORITY = 1
+OFFLINE_PRIORITY = 2  # units that stopped answering wait behind those that answer
 
 Framing = Literal["rtu", "mbap"]
 

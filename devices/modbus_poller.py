@@ -50,7 +50,7 @@ from devices.errors import (
     ModbusWriteError,
 )
 from devices.modbus_frames import Reply, bits_of, read_request, registers_of, write_request
-from devices.modbus_line import ALARM_PRIORITY, NORMAL_PRIORITY, ModbusLine
+from devices.modbus_line import ALARM_PRIORITY, NORMAL_PRIORITY, OFFLINE_PRIORITY, ModbusLine
 from devices.profiles import DeviceModel, ModbusSpec, Register
 from devices.registers import (
     BIT_TABLES,
@@ -265,9 +265,10 @@ class ModbusPoller:
         return registers_of(reply.data)
 
     async def _request(self, pdu: bytes) -> Reply:
-        return await self.line.request(
-            self.unit_id, pdu, self.spec.timeout, priority=self._priority
-        )
+        priority = self._priority
+        if self.online is False and priority != ALARM_PRIORITY:
+            priority = OFFLINE_PRIORITY
+        return await self.line.request(self.unit_id, pdu, self.spec.timeout, priority=priority)
 
     def _writable(self, name: str) -> Register:
         for register in self.spec.registers:

@@ -20,6 +20,7 @@ from devices.errors import LineTimeout, ModbusWriteError
 from devices.modbus_frames import read_request, registers_of
 from devices.modbus_line import (
     ALARM_PRIORITY,
+    OFFLINE_PRIORITY,
     LineSettings,
     ModbusLine,
     ModbusLines,
@@ -176,22 +177,23 @@ async def test_one_request_at_a_time_with_the_inter_frame_gap(
 async def test_alarm_inputs_go_ahead_of_every_other_unit_on_their_line(
     rs485: tuple[str, str], lines: Lines, slaves: list[FaultySlave]
 ) -> None:
-    """With three counter reads queued behind one in flight, an alarm read queued last
-    is sent next."""
+    """With counter reads queued behind one in flight, an alarm read queued last is sent
+    next, and a read for a unit that went offline is sent after all the others."""
     hub_end, device_end = rs485
-    units = [counter_unit(unit_id, unit_id) for unit_id in (1, 2, 3, 4)]
+    units = [counter_unit(unit_id, unit_id) for unit_id in (1, 2, 3, 4, 5)]
     slave = FaultySlave(units)
     slaves.append(slave)
     slave.serve_serial(device_end, baudrate=19200)
     line = lines(serial_port=hub_end, baudrate=19200)
     pdu = read_request("input", 0, 2)
 
-    calls = [line.request(unit_id, pdu, 1.0) for unit_id in (1, 2, 3)]
+    calls = [line.request(1, pdu, 1.0), line.request(5, pdu, 1.0, priority=OFFLINE_PRIORITY)]
+    calls += [line.request(unit_id, pdu, 1.0) for unit_id in (2, 3)]
     calls.append(line.request(4, pdu, 1.0, priority=ALARM_PRIORITY))
     replies = await asyncio.gather(*calls)
 
-    assert slave.request_log == [1, 4, 2, 3]
-    assert [registers_of(reply.data)[0] for reply in replies] == [1, 2, 3, 4]
+    assert slave.request_log == [1, 4, 2, 3, 5]
+    assert [registers_of(reply.data)[0] for reply in replies] == [1, 5, 2, 3, 4]
 
 
 async def test_an_echoing_adapter_is_read_past_when_configured(
