@@ -81,6 +81,15 @@ def bits_of(data: bytes, count: int) -> list[bool]:
     return [bool(packed[i // 8] >> (i % 8) & 1) for i in range(count)]
 
 
+def expected_byte_count(request: bytes) -> int | None:
+    """The byte count a read request's reply must carry; None for other requests."""
+    function = request[0]
+    if function not in READ_FUNCTIONS.values():
+        return None
+    count: int = struct.unpack(">H", request[3:5])[0]
+    return (count + 7) // 8 if function in (1, 2) else 2 * count
+
+
 def pdu_length(head: bytes) -> int | None:
     """The length of the reply PDU starting with `head`, or None if more bytes are needed.
 

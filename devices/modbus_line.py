@@ -28,6 +28,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -40,6 +41,7 @@ from devices.modbus_frames import (
     MBAP_HEADER,
     FrameError,
     Reply,
+    expected_byte_count,
     mbap_frame,
     parse_mbap_header,
     parse_rtu,
@@ -150,7 +152,7 @@ class ModbusLine:
             await self._resynchronise(link)
             raise LineGarbled(self.name, f"unit {unit_id}: {exc.reason}") from exc
 
-        return self._checked(reply, unit_id, pdu[0])
+        return self._checked(reply, unit_id, pdu)
 
     async def _receive(self, link: _Link, transaction_id: int) -> Reply:
         if self.settings.framing == "rtu":
@@ -166,14 +168,19 @@ class ModbusLine:
         if echo != frame:
             raise FrameError("the adapter's echo differs from the frame sent")
 
-    def _checked(self, reply: Reply, unit_id: int, function: int) -> Reply:
+    def _checked(self, reply: Reply, unit_id: int, request: bytes) -> Reply:
         if reply.unit_id != unit_id:
             raise LineGarbled(
                 self.name, f"reply from unit {reply.unit_id} to a request for unit {unit_id}"
             )
-        if reply.function & ~EXCEPTION_FLAG != function:
+        if reply.function & ~EXCEPTION_FLAG != request[0]:
             raise LineGarbled(
-                self.name, f"reply for function {reply.function} to function {function}"
+                self.name, f"reply for function {reply.function} to function {request[0]}"
+            )
+        expected = expected_byte_count(request)
+        if reply.exception_code is None and expected is not None and reply.data[0] != expected:
+            raise LineGarbled(
+                self.name, f"reply of {reply.data[0]} bytes to a read of {expected} bytes"
             )
         return reply
 
@@ -338,7 +345,11 @@ class _SerialLink(_Link):
         self.feed(data)
 
     def _write(self, frame: bytes) -> None:
-        self._port.write(frame)
+        # The port is non-blocking (pyserial opens it so); a frame that does not fit in
+        # the output buffer means nothing is draining the line: fail, never block.
+        written = os.write(self._port.fileno(), frame)
+        if written != len(frame):
+            raise OSError(f"serial output buffer full: wrote {written} of {len(frame)} bytes")
 
     def _stop_reading(self) -> None:
         if self._port.is_open:

@@ -21,7 +21,7 @@ from tests.test_modbus_poller import InstantClock, Recorder
 
 shipped = load_models(shipped_models_dir())["people-counter-pc4-modbus"]
 document = shipped.model_dump(mode="json")
-document["modbus"].update(timeout=0.2, retries=0)
+document["modbus"].update(timeout=0.5, retries=0)
 COUNTER = DeviceModel.model_validate(document)
 
 

@@ -16,8 +16,8 @@ import pytest
 from pymodbus.server import ModbusSerialServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from devices.errors import LineTimeout, ModbusWriteError
-from devices.modbus_frames import read_request, registers_of
+from devices.errors import LineGarbled, LineTimeout, ModbusWriteError
+from devices.modbus_frames import FrameError, parse_rtu, read_request, registers_of, rtu_frame
 from devices.modbus_line import (
     ALARM_PRIORITY,
     OFFLINE_PRIORITY,
@@ -226,7 +226,7 @@ async def test_a_serial_port_that_vanishes_is_reopened_without_a_restart(
         slave = FaultySlave([counter_unit(1, 10)])
         slave.serve_serial(device_end, baudrate=19200)
         line = lines(serial_port=hub_end, baudrate=19200)
-        polling, seen = poller(line, 1, model_with(COUNTER, retries=0, timeout=0.2))
+        polling, seen = poller(line, 1, model_with(COUNTER, retries=0, timeout=1.0))
         assert await polling.poll_once() is not None
         await slave.stop()
 
@@ -296,10 +296,11 @@ async def test_a_silent_unit_goes_offline_while_its_neighbours_keep_their_rate(
     slaves.append(slave)
     slave.serve_serial(device_end, baudrate=19200)
     line = lines(serial_port=hub_end, baudrate=19200)
-    model = model_with(COUNTER, timeout=0.05, retries=1, poll_interval=1.0)
+    answering = model_with(COUNTER, timeout=2.0, retries=1, poll_interval=1.0)
+    dead = model_with(COUNTER, timeout=0.05, retries=1, poll_interval=1.0)
     healthy_clock, silent_clock = InstantClock(), InstantClock()
-    healthy, healthy_seen = poller(line, 1, model, clock=healthy_clock)
-    silent, silent_seen = poller(line, 2, model, clock=silent_clock, max_backoff=8.0)
+    healthy, healthy_seen = poller(line, 1, answering, clock=healthy_clock)
+    silent, silent_seen = poller(line, 2, dead, clock=silent_clock, max_backoff=8.0)
 
     tasks = [asyncio.create_task(p.run()) for p in (healthy, silent)]
     while len(silent_clock.sleeps) < 7:
@@ -370,7 +371,7 @@ async def test_garbage_and_crc_errors_resynchronise_the_line(
     slaves.append(slave)
     slave.serve_serial(device_end, baudrate=19200)
     line = lines(serial_port=hub_end, baudrate=19200)
-    polling, seen = poller(line, 3, model_with(COUNTER, timeout=0.3))
+    polling, seen = poller(line, 3, model_with(COUNTER, timeout=1.0))
 
     assert await polling.poll_once() is None
     unit.fault = "none"
@@ -398,6 +399,40 @@ async def test_a_late_reply_to_a_timed_out_request_is_never_taken_for_the_next(
     reply = await line.request(1, read_request("input", 10, 1), 2.0)
 
     assert registers_of(reply.data) == [2222]
+
+
+async def test_on_rtu_a_late_reply_of_another_size_is_refused_not_taken(
+    rs485: tuple[str, str], lines: Lines, slaves: list[FaultySlave]
+) -> None:
+    """RTU has no transaction id: a late answer to a timed-out read of two registers that
+    arrives while a one-register read waits is refused by its byte count."""
+    hub_end, device_end = rs485
+    unit = FaultyUnit(1, fault="late")
+    unit.set_words("input", 0, [1111, 1112])
+    unit.set_words("input", 10, [2222])
+    slave = FaultySlave([unit], late_delay=0.3)
+    slaves.append(slave)
+    slave.serve_serial(device_end, baudrate=19200)
+    line = lines(serial_port=hub_end, baudrate=19200)
+
+    with pytest.raises(LineTimeout):
+        await line.request(1, read_request("input", 0, 2), 0.2)
+    with pytest.raises(LineGarbled, match="reply of 4 bytes to a read of 2 bytes"):
+        await line.request(1, read_request("input", 10, 1), 2.0)
+    unit.fault = "none"
+    reply = await line.request(1, read_request("input", 10, 1), 2.0)
+
+    assert registers_of(reply.data) == [2222]
+
+
+def test_the_crc_is_the_one_modbus_devices_compute() -> None:
+    """The reference frame "read 10 holding registers of unit 1" ends in CRC C5 CD
+    (low byte first), and a frame with one bit flipped is refused."""
+    frame = rtu_frame(1, read_request("holding", 0, 10))
+
+    assert frame.hex(" ") == "01 03 00 00 00 0a c5 cd"
+    with pytest.raises(FrameError, match="CRC"):
+        parse_rtu(frame[:-1] + b"\xcc")
 
 
 # -- alarms, counters, writes -----------------------------------------------------------
