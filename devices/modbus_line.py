@@ -49,6 +49,7 @@ from devices.modbus_frames import (
     rtu_frame,
     rtu_frame_length,
 )
+from hub.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class ModbusLine:
         self._link: _Link | None = None
         self._transaction_ids = itertools.count(1)
         self._last_busy = 0.0
+        self._garbled = False  # warned of garbage; a clean reply resets it
 
     async def request(
         self, unit_id: int, pdu: bytes, timeout: float, *, priority: int = NORMAL_PRIORITY
@@ -113,7 +115,7 @@ class ModbusLine:
         """Send `pdu` to `unit_id` and return its checked reply (maybe an exception reply)."""
         async with self._turn.held(priority):
             self.requests += 1
-            link = await self._open()
+            link = await self._open(timeout)
             try:
                 return await self._exchange(link, unit_id, pdu, timeout)
             except LineUnavailable:
@@ -152,7 +154,9 @@ class ModbusLine:
             await self._resynchronise(link)
             raise LineGarbled(self.name, f"unit {unit_id}: {exc.reason}") from exc
 
-        return self._checked(reply, unit_id, pdu)
+        checked = self._checked(reply, unit_id, pdu)
+        self._garbled = False
+        return checked
 
     async def _receive(self, link: _Link, transaction_id: int) -> Reply:
         if self.settings.framing == "rtu":
@@ -196,11 +200,15 @@ class ModbusLine:
         while await link.wait_for_data(quiet):
             link.discard()
         link.discard()
-        logger.warning("%s: garbled reply; line resynchronised", self.name)
+        if self._garbled:
+            logger.debug("%s: garbled reply again; line resynchronised", self.name)
+        else:
+            logger.warning("%s: garbled reply; line resynchronised", self.name)
+        self._garbled = True
 
     # -- opening -------------------------------------------------------------------
 
-    async def _open(self) -> _Link:
+    async def _open(self, timeout: float) -> _Link:
         if self._link is not None and not self._link.broken:
             return self._link
         self.close()
@@ -208,7 +216,9 @@ class ModbusLine:
             if self.settings.serial_port is not None:
                 link = _open_serial(self.settings)
             else:
-                link = await _open_tcp(self.settings)
+                link = await _open_tcp(self.settings, timeout)
+        except TimeoutError as exc:
+            raise LineUnavailable(self.name, f"no connection within {timeout}s") from exc
         except (OSError, serial.SerialException) as exc:
             raise LineUnavailable(self.name, f"cannot open: {exc}") from exc
         self.reopens += 1
@@ -360,10 +370,10 @@ class _SerialLink(_Link):
         self._port.close()
 
 
-async def _open_tcp(settings: LineSettings) -> _Link:
+async def _open_tcp(settings: LineSettings, timeout: float) -> _Link:
     loop = asyncio.get_running_loop()
     assert settings.host is not None, "a TCP line has a host"
-    async with asyncio.timeout(5.0):
+    async with asyncio.timeout(timeout):
         _, link = await loop.create_connection(_TcpLink, settings.host, settings.port)
     return link
 
@@ -435,12 +445,19 @@ class ModbusLines:
         self._lines: dict[str, ModbusLine] = {}
 
     def line_for(self, settings: LineSettings) -> ModbusLine:
-        """The line `settings` names, made on first use."""
+        """The line `settings` names, made on first use.
+
+        Units on one port or gateway must agree on how it is driven (baud rate,
+        framing, echo...): a line has one setting of each.
+        """
         line = self._lines.get(settings.name)
         if line is None:
             line = self._lines[settings.name] = ModbusLine(settings)
-        elif line.settings.framing != settings.framing and settings.serial_port is None:
-            raise LineUnavailable(settings.name, "units on one gateway must share its framing")
+        elif line.settings != ModbusLine(settings).settings:
+            raise ConfigError(
+                "devices",
+                [f"units on Modbus line {settings.name} give different line settings"],
+            )
         return line
 
     def close(self) -> None:

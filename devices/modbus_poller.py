@@ -127,6 +127,7 @@ class ModbusPoller:
         self.spec: ModbusSpec = model.modbus
         self.blocks = plan_reads(self.spec.registers, max_gap=max_gap, device_id=device_id)
         self.online: bool | None = None
+        self.last_reading_at: float | None = None  # monotonic time of the last good poll
         self.counters = PollCounters()
         self._clock = clock
         self._on_reading = on_reading
@@ -167,7 +168,7 @@ class ModbusPoller:
             await self._record_failure(exc)
             return None
 
-        polled_at = self._clock.monotonic()
+        polled_at = self.last_reading_at = self._clock.monotonic()
         values.update(self._derived(values))
         reading = Reading(self.device_id, self.spec.message, values, polled_at, self.spec.lane)
         await self._record_success()
@@ -224,6 +225,11 @@ class ModbusPoller:
         if self.zone.count:
             logger.info("%s: zone re-zeroed from %d at closing", self.device_id, self.zone.count)
         self.zone.rezero()
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last reading is out of date: a poll has failed since it was made."""
+        return self.last_reading_at is None or self.counters.consecutive_failures > 0
 
     def next_delay(self) -> float:
         """Seconds from this poll's start to the next: the interval, or a backoff."""

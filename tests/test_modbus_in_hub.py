@@ -7,12 +7,13 @@ from pathlib import Path
 import pydantic
 import pytest
 
-from devices.modbus_line import LineSettings
+from devices.modbus_line import LineSettings, ModbusLines
 from devices.modbus_units import line_settings
 from devices.profiles import load_models, shipped_models_dir
 from devices.simulators.modbus_faults import FaultySlave, unit_for
 from hub.broker import ManagedBroker
 from hub.config import ModbusAddress
+from hub.errors import ConfigError
 from hub.service import HubService
 from tests.hubkit import eventually, hub_config
 
@@ -91,3 +92,13 @@ def test_serial_units_use_rtu_framing_and_their_port_settings() -> None:
     )
     assert settings.frame_gap == pytest.approx(3.5 * 11 / 9600)
     assert LineSettings(serial_port="/dev/x", baudrate=115_200).frame_gap == 0.00175
+
+
+def test_units_on_one_port_must_agree_on_its_settings() -> None:
+    """Two units on one serial port with different baud rates are refused at start,
+    naming the port, rather than driving one line two ways."""
+    lines = ModbusLines()
+    lines.line_for(LineSettings(serial_port="/dev/serial/by-id/rs485-a", baudrate=9600))
+
+    with pytest.raises(ConfigError, match="/dev/serial/by-id/rs485-a"):
+        lines.line_for(LineSettings(serial_port="/dev/serial/by-id/rs485-a", baudrate=19200))

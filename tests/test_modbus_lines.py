@@ -319,24 +319,29 @@ async def test_a_silent_unit_goes_offline_while_its_neighbours_keep_their_rate(
 async def test_slave_busy_is_never_a_reading_and_the_unit_backs_off(
     lines: Lines, slaves: list[FaultySlave]
 ) -> None:
-    """Exception 6 (slave busy) makes no reading; after retries + 1 the unit is offline
-    and the next poll waits longer than the interval; when it answers, readings return."""
+    """Exception 6 (slave busy) makes no reading: the last one goes stale, after
+    retries + 1 the unit is offline and the next poll waits longer than the interval;
+    when it answers, readings return."""
     unit = counter_unit(1, 50, fault="busy")
     slave = FaultySlave([unit])
     slaves.append(slave)
     port = await slave.serve_tcp()
     polling, seen = poller(lines(host="127.0.0.1", port=port), 1, model_with(COUNTER, retries=1))
 
+    unit.fault = "none"
+    await polling.poll_once()
+    unit.fault = "busy"
     for _ in range(3):
         assert await polling.poll_once() is None
-    delay_while_busy = polling.next_delay()
+    stale_while_busy, delay_while_busy = polling.stale, polling.next_delay()
     unit.fault = "none"
     recovered = await polling.poll_once()
 
     assert polling.counters.exception_replies == 3
-    assert "exception 6 (server device busy)" in seen.health[0][2]
+    assert "exception 6 (server device busy)" in seen.health[1][2]
+    assert stale_while_busy and not polling.stale
     assert delay_while_busy > COUNTER.modbus.poll_interval  # type: ignore[union-attr]
-    assert recovered is not None and count_in(polling, seen) == [50]
+    assert recovered is not None and count_in(polling, seen) == [50, 50]
 
 
 async def test_a_reply_from_another_unit_id_is_never_the_answer(
@@ -379,6 +384,32 @@ async def test_garbage_and_crc_errors_resynchronise_the_line(
 
     assert seen.readings[0].values["count_in"] == 65_537
     assert line.resyncs + polling.counters.timeouts >= 1
+
+
+async def test_a_line_full_of_garbage_warns_once_until_it_is_clean_again(
+    rs485: tuple[str, str],
+    lines: Lines,
+    slaves: list[FaultySlave],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every garbled reply resynchronises the line, but only the first of a run is a
+    WARNING; after a clean reply the next garbage warns again."""
+    hub_end, device_end = rs485
+    unit = counter_unit(2, 8, fault="bad_crc")
+    slave = FaultySlave([unit])
+    slaves.append(slave)
+    slave.serve_serial(device_end, baudrate=19200)
+    line = lines(serial_port=hub_end, baudrate=19200)
+    polling, _ = poller(line, 2)
+
+    for fault in ("bad_crc", "bad_crc", "bad_crc", "none", "bad_crc"):
+        unit.fault = fault
+        await polling.poll_once()
+
+    warnings = [
+        r for r in caplog.records if r.name == "devices.modbus_line" and r.levelname == "WARNING"
+    ]
+    assert len(warnings) == 2 and line.resyncs == 4
 
 
 async def test_a_late_reply_to_a_timed_out_request_is_never_taken_for_the_next(

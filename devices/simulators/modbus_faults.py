@@ -51,7 +51,6 @@ logger = logging.getLogger(__name__)
 Fault = Literal[
     "none", "silent", "garbage", "bad_crc", "busy", "wrong_unit", "late", "flap", "read_only"
 ]
-FAULTS: tuple[str, ...] = Fault.__args__  # type: ignore[attr-defined]
 
 _TABLE_OF_FUNCTION = {code: table for table, code in READ_FUNCTIONS.items()}
 ILLEGAL_ADDRESS = 2
