@@ -16,6 +16,8 @@ On top of the raw values a model may ask for:
   (``edges``), e.g. ``call`` and ``reset`` of a toilet alarm wired to a discrete
   input. Such models are polled at 200 ms or faster and go first on their line.
 
+These live in `devices.modbus_derived`. Writes (commands) are read back.
+
 Health is a small state machine, reported on transitions only:
 
     unknown --poll ok--> online --(retries + 1) failed polls in a row--> offline
@@ -36,7 +38,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from devices.counters import CounterDelta, ZoneOccupancy
 from devices.errors import (
     DeviceError,
     LineGarbled,
@@ -48,7 +49,9 @@ from devices.errors import (
     ModbusReadError,
     ModbusTimeout,
     ModbusWriteError,
+    RegisterDecodeError,
 )
+from devices.modbus_derived import Derivations, OpenHours
 from devices.modbus_frames import Reply, bits_of, read_request, registers_of, write_request
 from devices.modbus_line import ALARM_PRIORITY, NORMAL_PRIORITY, OFFLINE_PRIORITY, ModbusLine
 from devices.profiles import DeviceModel, ModbusSpec, Register
@@ -59,7 +62,6 @@ from devices.registers import (
     decode_block,
     encode_register,
     plan_reads,
-    word_count,
 )
 from hub.clock import Clock
 from hub.events import Lane
@@ -68,7 +70,6 @@ logger = logging.getLogger(__name__)
 
 ReadingCallback = Callable[["Reading"], Awaitable[None]]
 HealthCallback = Callable[[str, bool, str], Awaitable[None]]
-OpenHours = Callable[[float], bool]  # wall time -> is the hall open
 
 BACKOFF_JITTER = 0.2  # each backoff delay is stretched or shrunk by up to 20 %
 
@@ -135,13 +136,7 @@ class ModbusPoller:
         self._max_backoff = max(max_backoff, self.spec.poll_interval)
         self._rng = rng or random.Random()
         self._priority = ALARM_PRIORITY if self.spec.priority == "alarm" else NORMAL_PRIORITY
-        self._deltas = {
-            r.name: CounterDelta(16 * word_count(r)) for r in self.spec.registers if r.counter
-        }
-        self.zone = ZoneOccupancy()
-        self._is_open = is_open
-        self._was_open: bool | None = None
-        self._last_edges: dict[str, bool] = {}
+        self.derivations = Derivations(device_id, self.spec, is_open)
 
     async def run(self) -> None:
         """Poll at the model's interval, backing off while offline, until cancelled."""
@@ -169,11 +164,11 @@ class ModbusPoller:
             return None
 
         polled_at = self.last_reading_at = self._clock.monotonic()
-        values.update(self._derived(values))
+        values.update(self.derivations.values(values, self._clock.wall()))
         reading = Reading(self.device_id, self.spec.message, values, polled_at, self.spec.lane)
         await self._record_success()
-        for edge_event in self._edge_events(values, polled_at):
-            await self._deliver(edge_event)
+        for edge in self.derivations.edges(values):
+            await self._deliver(Reading(self.device_id, edge.message, {}, polled_at, edge.lane))
         if self.spec.readings:
             await self._deliver(reading)
         return reading
@@ -185,7 +180,10 @@ class ModbusPoller:
         afterwards (a read-only register, a value it clamped, a write lost on the line).
         """
         register = self._writable(name)
-        words = encode_register(register, value, device_id=self.device_id)
+        try:
+            words = encode_register(register, value, device_id=self.device_id)
+        except RegisterDecodeError as exc:
+            raise ModbusWriteError(self.device_id, name, exc.reason) from exc
         try:
             reply = await self._request(write_request(register.table, register.address, words))
             if reply.exception_code is not None:
@@ -197,7 +195,7 @@ class ModbusPoller:
         except (ModbusReadError, LineUnavailable, LineTimeout, LineGarbled) as exc:
             raise ModbusWriteError(self.device_id, name, f"not verified: {exc.reason}") from exc
 
-        if held[name] != value:
+        if not _same_value(register, value, held[name]):
             raise ModbusWriteError(self.device_id, name, f"wrote {value}, reads back {held[name]}")
         logger.info("%s: wrote %s = %s, read back", self.device_id, name, value)
         return held[name]
@@ -219,12 +217,6 @@ class ModbusPoller:
                 )
             argument = command.values[str(argument)]
         return await self.write(command.write, argument)
-
-    def rezero_zone(self) -> None:
-        """Closing time: nobody is left inside, whatever the doors miscounted."""
-        if self.zone.count:
-            logger.info("%s: zone re-zeroed from %d at closing", self.device_id, self.zone.count)
-        self.zone.rezero()
 
     @property
     def stale(self) -> bool:
@@ -281,46 +273,6 @@ class ModbusPoller:
             if register.name == name and register.table in ("holding", "coil"):
                 return register
         raise ModbusWriteError(self.device_id, name, "no holding register or coil of that name")
-
-    # -- derived values and events ---------------------------------------------------
-
-    def _derived(self, values: dict[str, RegisterValue]) -> dict[str, RegisterValue]:
-        derived: dict[str, RegisterValue] = {}
-        for name, delta in self._deltas.items():
-            raw = values.get(name)
-            if isinstance(raw, int):
-                derived[f"{name}_delta"] = delta.update(raw)
-        self._rezero_if_closed()
-        zone = self.spec.zone_count
-        if zone is not None:
-            entered = int(derived.get(f"{zone.entered}_delta", 0))
-            left = int(derived.get(f"{zone.left}_delta", 0))
-            derived[zone.value] = self.zone.apply(entered, left)
-        return derived
-
-    def _rezero_if_closed(self) -> None:
-        if self._is_open is None:
-            return
-        is_open = self._is_open(self._clock.wall())
-        if self._was_open and not is_open:
-            self.rezero_zone()
-        self._was_open = is_open
-
-    def _edge_events(self, values: dict[str, RegisterValue], polled_at: float) -> list[Reading]:
-        events: list[Reading] = []
-        for edge in self.spec.edges:
-            now = bool(values.get(edge.input))
-            before = self._last_edges.get(edge.input)
-            self._last_edges[edge.input] = now
-            # A call found latched at the first poll is reported: it may have been
-            # pulled while the hub was down, and a repeated call only refreshes the
-            # open alert. An input found off at the first poll says nothing.
-            if before == now or (before is None and not now):
-                continue
-            message = edge.rising if now else edge.falling
-            if message is not None:
-                events.append(Reading(self.device_id, message, {}, polled_at, edge.lane))
-        return events
 
     def _read_error(
         self, kind: type[ModbusReadError], block: ReadBlock, reason: str
@@ -398,3 +350,17 @@ class ModbusPoller:
             await self._on_reading(reading)
         except Exception:
             logger.exception("%s: reading callback raised; polling goes on", self.device_id)
+
+
+def _same_value(register: Register, wrote: RegisterValue, held: RegisterValue) -> bool:
+    """Whether the value read back is the one written, to the register's resolution."""
+    numbers = (int, float)
+    if isinstance(wrote, bool) or isinstance(held, bool) or not isinstance(wrote, numbers):
+        return wrote == held
+    if not isinstance(held, numbers):
+        return False
+    if register.type.startswith("float"):  # a float32 keeps about 7 digits
+        return math.isclose(wrote, held, rel_tol=1e-6)
+    # An integer register holds whole steps of `scale`: 21.5 at scale 0.1 reads back
+    # as 215 * 0.1, which is not exactly 21.5 in binary floating point.
+    return abs(wrote - held) < abs(register.scale) / 2

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
+from devices.modbus_derived import OpenHours
 from devices.modbus_line import LineSettings, ModbusLines
-from devices.modbus_poller import HealthCallback, ModbusPoller, OpenHours, ReadingCallback
+from devices.modbus_poller import HealthCallback, ModbusPoller, ReadingCallback
 from devices.registry import DeviceState
 from hub.clock import Clock
 from hub.config import ModbusAddress

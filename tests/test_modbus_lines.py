@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pymodbus.server import ModbusSerialServer
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from devices.errors import LineGarbled, LineTimeout, ModbusWriteError
@@ -30,7 +30,7 @@ from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registers import encode_register
 from devices.simulators.modbus_faults import FaultySlave, FaultyUnit, unit_for
 from tests.serial_lines import pty_pair
-from tests.test_modbus_poller import InstantClock, Recorder
+from tests.test_modbus_poller import InstantClock, Recorder, free_port
 
 MODELS = load_models(shipped_models_dir())
 COUNTER = MODELS["people-counter-pc4-modbus"]
@@ -529,7 +529,7 @@ async def test_people_counts_survive_wraps_and_reboots_and_rezero_at_closing(
     deltas = [(r.values["count_in_delta"], r.values["count_out_delta"]) for r in seen.readings]
     assert deltas == [(0, 0), (5, 2), (0, 1), (0, 5), (4, 0), (0, 0)]
     assert [r.values["people_inside"] for r in seen.readings] == [0, 3, 2, 0, 4, 0]
-    assert polling.zone.clamped == 3
+    assert polling.derivations.zone.clamped == 3
 
 
 async def test_a_write_is_read_back_and_a_write_that_did_not_stick_is_an_error(
@@ -554,3 +554,47 @@ async def test_a_write_is_read_back_and_a_write_that_did_not_stick_is_an_error(
         await polling.write("lamp", True)
     with pytest.raises(ModbusWriteError, match="no holding register or coil"):
         await polling.write("call_latched", True)
+
+
+SETPOINTS = DeviceModel.model_validate(
+    {
+        "model": "test-setpoints",
+        "kind": "occupancy_sensor",
+        "protocol": "modbus",
+        "modbus": {
+            "registers": [
+                {"name": "threshold", "table": "holding", "address": 0, "scale": 0.1},
+                {"name": "gain", "table": "holding", "address": 1, "type": "float32",
+                 "word_order": "little"},
+                {"name": "label", "table": "holding", "address": 3, "type": "string", "length": 4},
+            ]
+        },
+    }
+)  # fmt: skip
+
+
+async def test_writes_to_a_pymodbus_server_read_back_to_the_register_resolution(
+    lines: Lines,
+) -> None:
+    """Holding registers of a real pymodbus server: a scaled int16, a word-swapped
+    float32 and a string are written (functions 6 and 16) and verified by read-back,
+    though 21.5 at scale 0.1 and 0.3 as float32 do not read back bit for bit."""
+    port = free_port()
+    holding = [SimData(0, values=[0] * 8, datatype=DataType.REGISTERS)]
+    idle = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
+    inputs = [SimData(0, values=[0], datatype=DataType.REGISTERS)]
+    device = SimDevice(id=5, simdata=(idle, idle, holding, inputs))
+    server = ModbusTcpServer(device, address=("127.0.0.1", port))
+    await server.serve_forever(background=True)
+    try:
+        polling, _ = poller(lines(host="127.0.0.1", port=port), 5, SETPOINTS)
+        threshold = await polling.write("threshold", 21.5)
+        gain = await polling.write("gain", 0.3)
+        label = await polling.write("label", "2F-A")
+        with pytest.raises(ModbusWriteError, match="does not fit"):
+            await polling.write("threshold", 5000.0)
+    finally:
+        await server.shutdown()
+
+    assert threshold == pytest.approx(21.5) and gain == pytest.approx(0.3)
+    assert label == "2F-A"
