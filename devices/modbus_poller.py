@@ -361,6 +361,6 @@ def _same_value(register: Register, wrote: RegisterValue, held: RegisterValue) -
         return False
     if register.type.startswith("float"):  # a float32 keeps about 7 digits
         return math.isclose(wrote, held, rel_tol=1e-6)
-    # An integer register holds whole steps of `scale`: 21.5 at scale 0.1 reads back
-    # as 215 * 0.1, which is not exactly 21.5 in binary floating point.
+    # An integer register holds whole steps of `scale`: 21.7 at scale 0.1 reads back
+    # as 217 * 0.1, which is not exactly 21.7 in binary floating point.
     return abs(wrote - held) < abs(register.scale) / 2

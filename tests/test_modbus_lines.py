@@ -578,7 +578,7 @@ async def test_writes_to_a_pymodbus_server_read_back_to_the_register_resolution(
 ) -> None:
     """Holding registers of a real pymodbus server: a scaled int16, a word-swapped
     float32 and a string are written (functions 6 and 16) and verified by read-back,
-    though 21.5 at scale 0.1 and 0.3 as float32 do not read back bit for bit."""
+    though 21.7 at scale 0.1 and 0.3 as float32 do not read back bit for bit."""
     port = free_port()
     holding = [SimData(0, values=[0] * 8, datatype=DataType.REGISTERS)]
     idle = [SimData(0, values=[False] * 16, datatype=DataType.BITS)]
@@ -588,7 +588,7 @@ async def test_writes_to_a_pymodbus_server_read_back_to_the_register_resolution(
     await server.serve_forever(background=True)
     try:
         polling, _ = poller(lines(host="127.0.0.1", port=port), 5, SETPOINTS)
-        threshold = await polling.write("threshold", 21.5)
+        threshold = await polling.write("threshold", 21.7)
         gain = await polling.write("gain", 0.3)
         label = await polling.write("label", "2F-A")
         with pytest.raises(ModbusWriteError, match="does not fit"):
@@ -596,5 +596,5 @@ async def test_writes_to_a_pymodbus_server_read_back_to_the_register_resolution(
     finally:
         await server.shutdown()
 
-    assert threshold == pytest.approx(21.5) and gain == pytest.approx(0.3)
+    assert threshold == pytest.approx(21.7) and gain == pytest.approx(0.3)
     assert label == "2F-A"
