@@ -28,7 +28,6 @@ import dataclasses
 import heapq
 import itertools
 import logging
-import os
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -49,6 +48,7 @@ from devices.modbus_frames import (
     rtu_frame,
     rtu_frame_length,
 )
+from devices.modbus_links import Link, open_serial, open_tcp
 from hub.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ class ModbusLine:
         self.resyncs = 0
         self.reopens = 0
         self._turn = _PriorityTurn()
-        self._link: _Link | None = None
+        self._link: Link | None = None
         self._transaction_ids = itertools.count(1)
         self._last_busy = 0.0
         self._garbled = False  # warned of garbage; a clean reply resets it
@@ -132,7 +132,7 @@ class ModbusLine:
 
     # -- one exchange --------------------------------------------------------------
 
-    async def _exchange(self, link: _Link, unit_id: int, pdu: bytes, timeout: float) -> Reply:
+    async def _exchange(self, link: Link, unit_id: int, pdu: bytes, timeout: float) -> Reply:
         await self._wait_frame_gap()
         link.discard()
 
@@ -158,7 +158,7 @@ class ModbusLine:
         self._garbled = False
         return checked
 
-    async def _receive(self, link: _Link, transaction_id: int) -> Reply:
+    async def _receive(self, link: Link, transaction_id: int) -> Reply:
         if self.settings.framing == "rtu":
             return await _receive_rtu(link)
         while True:
@@ -167,7 +167,7 @@ class ModbusLine:
                 return reply
             logger.debug("%s: skipped a reply to earlier transaction %d", self.name, answered)
 
-    async def _skip_echo(self, link: _Link, frame: bytes) -> None:
+    async def _skip_echo(self, link: Link, frame: bytes) -> None:
         echo = await link.read_exactly(len(frame))
         if echo != frame:
             raise FrameError("the adapter's echo differs from the frame sent")
@@ -193,7 +193,7 @@ class ModbusLine:
         if remaining > 0:
             await asyncio.sleep(remaining)
 
-    async def _resynchronise(self, link: _Link) -> None:
+    async def _resynchronise(self, link: Link) -> None:
         """Wait until the line has been quiet for a frame gap, then drop what came."""
         self.resyncs += 1
         quiet = max(self.settings.frame_gap, 0.005)
@@ -208,15 +208,21 @@ class ModbusLine:
 
     # -- opening -------------------------------------------------------------------
 
-    async def _open(self, timeout: float) -> _Link:
+    async def _open(self, timeout: float) -> Link:
         if self._link is not None and not self._link.broken:
             return self._link
         self.close()
         try:
             if self.settings.serial_port is not None:
-                link = _open_serial(self.settings)
+                link = open_serial(
+                    self.settings.serial_port,
+                    self.settings.baudrate,
+                    self.settings.parity,
+                    self.settings.stopbits,
+                )
             else:
-                link = await _open_tcp(self.settings, timeout)
+                assert self.settings.host is not None, "a TCP line has a host"
+                link = await open_tcp(self.settings.host, self.settings.port, timeout)
         except TimeoutError as exc:
             raise LineUnavailable(self.name, f"no connection within {timeout}s") from exc
         except (OSError, serial.SerialException) as exc:
@@ -227,7 +233,7 @@ class ModbusLine:
         return link
 
 
-async def _receive_rtu(link: _Link) -> Reply:
+async def _receive_rtu(link: Link) -> Reply:
     head = await link.read_exactly(2)
     length = rtu_frame_length(head)
     if length is None:
@@ -238,156 +244,13 @@ async def _receive_rtu(link: _Link) -> Reply:
     return parse_rtu(frame)
 
 
-async def _receive_mbap(link: _Link) -> tuple[int, Reply]:
+async def _receive_mbap(link: Link) -> tuple[int, Reply]:
     transaction_id, unit_id, size = parse_mbap_header(await link.read_exactly(MBAP_HEADER))
     pdu = await link.read_exactly(size)
     expected = pdu_length(pdu)
     if expected != size:
         raise FrameError(f"MBAP length {size} does not match a PDU of {expected} bytes")
     return transaction_id, Reply(unit_id=unit_id, function=pdu[0], data=pdu[1:])
-
-
-# -- links: bytes in and out of a port or socket --------------------------------------
-
-
-class _Link:
-    """Received bytes buffered for reading, and a way to send."""
-
-    def __init__(self) -> None:
-        self.broken = False
-        self._buffer = bytearray()
-        self._arrived = asyncio.Event()
-        self._failure: Exception | None = None
-
-    def feed(self, data: bytes) -> None:
-        self._buffer.extend(data)
-        self._arrived.set()
-
-    def fail(self, reason: Exception) -> None:
-        self.broken = True
-        self._failure = reason
-        self._arrived.set()
-
-    def discard(self) -> None:
-        if self._buffer:
-            logger.debug("dropping %d stale bytes: %s", len(self._buffer), self._buffer.hex())
-        self._buffer.clear()
-        self._arrived.clear()
-
-    async def read_exactly(self, size: int) -> bytes:
-        while len(self._buffer) < size:
-            self._raise_if_broken()
-            self._arrived.clear()
-            await self._arrived.wait()
-        chunk = bytes(self._buffer[:size])
-        del self._buffer[:size]
-        return chunk
-
-    async def wait_for_data(self, seconds: float) -> bool:
-        """True if bytes arrived (or are waiting) within `seconds`."""
-        if self._buffer:
-            return True
-        self._arrived.clear()
-        try:
-            async with asyncio.timeout(seconds):
-                await self._arrived.wait()
-        except TimeoutError:
-            return False
-        return bool(self._buffer)
-
-    def send(self, frame: bytes) -> None:
-        self._raise_if_broken()
-        try:
-            self._write(frame)
-        except (OSError, serial.SerialException) as exc:
-            self.fail(exc)
-            raise LineUnavailable("", f"write failed: {exc}") from exc
-
-    def close(self) -> None:
-        raise NotImplementedError
-
-    def _write(self, frame: bytes) -> None:
-        raise NotImplementedError
-
-    def _raise_if_broken(self) -> None:
-        if self._failure is not None:
-            raise LineUnavailable("", f"link broke: {self._failure}")
-
-
-class _TcpLink(_Link, asyncio.Protocol):
-    def __init__(self) -> None:
-        super().__init__()
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.feed(data)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.fail(exc or ConnectionResetError("connection closed by the peer"))
-
-    def _write(self, frame: bytes) -> None:
-        assert self.transport is not None
-        self.transport.write(frame)
-
-    def close(self) -> None:
-        if self.transport is not None:
-            self.transport.close()
-
-
-class _SerialLink(_Link):
-    def __init__(self, port: serial.Serial) -> None:
-        super().__init__()
-        self._port = port
-        self._loop = asyncio.get_running_loop()
-        self._loop.add_reader(port.fileno(), self._on_readable)
-
-    def _on_readable(self) -> None:
-        try:
-            data = self._port.read(max(1, self._port.in_waiting))
-        except (OSError, serial.SerialException) as exc:
-            self._stop_reading()
-            self.fail(exc)
-            return
-        self.feed(data)
-
-    def _write(self, frame: bytes) -> None:
-        # The port is non-blocking (pyserial opens it so); a frame that does not fit in
-        # the output buffer means nothing is draining the line: fail, never block.
-        written = os.write(self._port.fileno(), frame)
-        if written != len(frame):
-            raise OSError(f"serial output buffer full: wrote {written} of {len(frame)} bytes")
-
-    def _stop_reading(self) -> None:
-        if self._port.is_open:
-            self._loop.remove_reader(self._port.fileno())
-
-    def close(self) -> None:
-        self._stop_reading()
-        self._port.close()
-
-
-async def _open_tcp(settings: LineSettings, timeout: float) -> _Link:
-    loop = asyncio.get_running_loop()
-    assert settings.host is not None, "a TCP line has a host"
-    async with asyncio.timeout(timeout):
-        _, link = await loop.create_connection(_TcpLink, settings.host, settings.port)
-    return link
-
-
-def _open_serial(settings: LineSettings) -> _Link:
-    assert settings.serial_port is not None
-    port = serial.Serial(
-        settings.serial_port,
-        baudrate=settings.baudrate,
-        parity=settings.parity,
-        stopbits=settings.stopbits,
-        timeout=0,
-    )
-    return _SerialLink(port)
 
 
 # -- whose turn -------------------------------------------------------------------------
