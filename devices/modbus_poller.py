@@ -63,6 +63,7 @@ from devices.registers import (
     encode_register,
     plan_reads,
 )
+from hub import metrics
 from hub.clock import Clock
 from hub.events import Lane
 
@@ -298,14 +299,20 @@ class ModbusPoller:
         counters.failures += 1
         counters.consecutive_failures += 1
         counters.last_failure = error.reason
+        result = "bad_value"  # words that would not decode as the model says
         if isinstance(error, ModbusExceptionReply):
             counters.exception_replies += 1
+            result = "exception_reply"
         elif isinstance(error, ModbusTimeout):
             counters.timeouts += 1
+            result = "timeout"
         elif isinstance(error, ModbusLinkError):
             counters.link_errors += 1
+            result = "link_error"
         elif isinstance(error, ModbusBadReply):
             counters.bad_replies += 1
+            result = "bad_reply"
+        metrics.MODBUS_POLLS.labels(result).inc()
 
         if self.online is False:
             logger.debug("%s still offline: %s", self.device_id, error.reason)
@@ -330,6 +337,7 @@ class ModbusPoller:
         failures = self.counters.consecutive_failures
         self.counters.readings += 1
         self.counters.consecutive_failures = 0
+        metrics.MODBUS_POLLS.labels("ok").inc()
         if self.online is True:
             return
         if self.online is False:

@@ -29,6 +29,7 @@ from devices.modbus_poller import ModbusPoller
 from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registers import encode_register
 from devices.simulators.modbus_faults import FaultySlave, FaultyUnit, unit_for
+from hub import metrics
 from tests.serial_lines import pty_pair
 from tests.test_modbus_poller import InstantClock, Recorder, free_port
 
@@ -101,6 +102,12 @@ def poller(
         **options,
     )
     return polling, recorder
+
+
+def polls_counted(result: str) -> float:
+    return (
+        metrics.REGISTRY.get_sample_value("hallhub_modbus_polls_total", {"result": result}) or 0.0
+    )
 
 
 def count_in(polling: ModbusPoller, recorder: Recorder) -> list[object]:
@@ -392,8 +399,9 @@ async def test_a_line_full_of_garbage_warns_once_until_it_is_clean_again(
     slaves: list[FaultySlave],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Every garbled reply resynchronises the line, but only the first of a run is a
-    WARNING; after a clean reply the next garbage warns again."""
+    """Every garbled reply resynchronises the line and is counted in the metrics, but
+    only the first of a run is a WARNING; after a clean reply the next garbage warns
+    again."""
     hub_end, device_end = rs485
     unit = counter_unit(2, 8, fault="bad_crc")
     slave = FaultySlave([unit])
@@ -402,6 +410,7 @@ async def test_a_line_full_of_garbage_warns_once_until_it_is_clean_again(
     line = lines(serial_port=hub_end, baudrate=19200)
     polling, _ = poller(line, 2)
 
+    bad_before = polls_counted("bad_reply")
     for fault in ("bad_crc", "bad_crc", "bad_crc", "none", "bad_crc"):
         unit.fault = fault
         await polling.poll_once()
@@ -410,6 +419,7 @@ async def test_a_line_full_of_garbage_warns_once_until_it_is_clean_again(
         r for r in caplog.records if r.name == "devices.modbus_line" and r.levelname == "WARNING"
     ]
     assert len(warnings) == 2 and line.resyncs == 4
+    assert polls_counted("bad_reply") - bad_before == 4  # on /metrics for hall IT
 
 
 async def test_a_late_reply_to_a_timed_out_request_is_never_taken_for_the_next(
