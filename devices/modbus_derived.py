@@ -79,7 +79,7 @@ class Derivations:
         self.zone.rezero()
 
     def _rezero_if_closed(self, wall: float) -> None:
-        if self._is_open is None:
+        if self._is_open is None or self.spec.zone_count is None:
             return
         is_open = self._is_open(wall)
         if self._was_open and not is_open:
