@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pydantic
@@ -16,8 +17,11 @@ from hub.config import ModbusAddress
 from hub.errors import ConfigError
 from hub.service import HubService
 from tests.hubkit import eventually, hub_config
+from tests.serial_lines import pty_pair
 
-ALARM = load_models(shipped_models_dir())["toilet-alarm-ta3-modbus"]
+MODELS = load_models(shipped_models_dir())
+ALARM = MODELS["toilet-alarm-ta3-modbus"]
+COUNTER = MODELS["people-counter-pc4-modbus"]
 
 
 def alerts(hub: HubService, state: str) -> int:
@@ -58,6 +62,45 @@ async def test_a_modbus_toilet_alarm_opens_the_duty_desk_alert_and_lights_its_la
         await gateway.stop()
 
     assert gateway.refused_connections == 0
+
+
+async def test_an_alarm_and_a_counter_sharing_an_rs485_line_both_reach_the_journal(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """Configured on one serial port, the toilet alarm's call opens the alert and the
+    people counter's readings are journaled: one line, two units, both served."""
+    counter = unit_for(COUNTER, 1)
+    counter.set_value("count_in", 42)
+    alarm = unit_for(ALARM, 3)
+    with pty_pair(tmp_path) as (hub_end, device_end):
+        slave = FaultySlave([counter, alarm])
+        slave.serve_serial(device_end, baudrate=19200)
+        line = {"serial_port": hub_end, "baudrate": 19200}
+        devices = [
+            {"id": "wc-2f", "model": ALARM.model, "modbus": {**line, "unit_id": 3}},
+            {"id": "door-2f", "model": COUNTER.model, "modbus": {**line, "unit_id": 1}},
+        ]
+        root = unique_topic_root.replace("/", "-")
+        hub = HubService(hub_config(tmp_path / "hub", broker.port, root, devices))
+        await hub.start()
+        try:
+            alarm.set_value("call_latched", True)
+            await eventually(lambda: alerts(hub, "open") == 1)
+            await eventually(lambda: journaled(hub, "door-2f", "count"))
+        finally:
+            await hub.stop()
+            await slave.stop()
+
+    assert hub.modbus_pollers["wc-2f"].line is hub.modbus_pollers["door-2f"].line
+    assert journaled(hub, "door-2f", "count")[0]["count_in"] == 42
+
+
+def journaled(hub: HubService, device_id: str, type_: str) -> list[dict[str, object]]:
+    with hub.journal.reading() as conn:
+        rows = conn.execute(
+            "SELECT data FROM events WHERE device_id = ? AND type = ?", (device_id, type_)
+        ).fetchall()
+    return [json.loads(row[0]) for row in rows]
 
 
 def test_a_unit_is_on_tcp_or_on_a_serial_port_never_both() -> None:
