@@ -96,8 +96,7 @@ class ModbusLine:
     """Sends one request at a time on one port or gateway; see the module docstring."""
 
     def __init__(self, settings: LineSettings) -> None:
-        if settings.serial_port is not None:
-            settings = dataclasses.replace(settings, framing="rtu")
+        settings = _as_driven(settings)
         self.settings = settings
         self.name = settings.name
         self.requests = 0
@@ -233,6 +232,13 @@ class ModbusLine:
         return link
 
 
+def _as_driven(settings: LineSettings) -> LineSettings:
+    """The settings as the line uses them: a serial line always frames in RTU."""
+    if settings.serial_port is not None:
+        return dataclasses.replace(settings, framing="rtu")
+    return settings
+
+
 async def _receive_rtu(link: Link) -> Reply:
     head = await link.read_exactly(2)
     length = rtu_frame_length(head)
@@ -316,7 +322,7 @@ class ModbusLines:
         line = self._lines.get(settings.name)
         if line is None:
             line = self._lines[settings.name] = ModbusLine(settings)
-        elif line.settings != ModbusLine(settings).settings:
+        elif line.settings != _as_driven(settings):
             raise ConfigError(
                 "devices",
                 [f"units on Modbus line {settings.name} give different line settings"],
