@@ -10,7 +10,13 @@
         ├── ModbusReadError        one Modbus read brought back no usable reply
         │   ├── ModbusExceptionReply  the device answered with an exception code
         │   ├── ModbusTimeout         no reply within the model's timeout
-        │   └── ModbusLinkError       the TCP connection failed or broke
+        │   ├── ModbusLinkError       the TCP connection or serial port failed or broke
+        │   └── ModbusBadReply        bytes came back that answer another request
+        ├── ModbusLineError        one request on a Modbus line (port or gateway) failed
+        │   ├── LineUnavailable       the port or connection cannot be opened, or broke
+        │   ├── LineTimeout           no reply for this request within the timeout
+        │   └── LineGarbled           a CRC error, garbage, or a reply for another unit
+        ├── ModbusWriteError       a command's write was refused or did not read back
         └── SimulatorError         a simulated device was asked to do something invalid
 
 Each carries the device id and, where there is one, the register, so a log line or
@@ -102,6 +108,34 @@ class ModbusTimeout(ModbusReadError):
 
 class ModbusLinkError(ModbusReadError):
     """The TCP connection to the device could not be made or broke mid-read."""
+
+
+class ModbusBadReply(ModbusReadError):
+    """A reply that fails its CRC or answers another unit or request."""
+
+
+class ModbusLineError(DeviceError):
+    """A request on the Modbus line named `device_id` (a port or gateway) failed."""
+
+
+class LineUnavailable(ModbusLineError):
+    """The serial port or TCP connection cannot be opened, or broke mid-request."""
+
+
+class LineTimeout(ModbusLineError):
+    """No valid reply arrived within the request's timeout."""
+
+
+class LineGarbled(ModbusLineError):
+    """Bytes that are no valid reply to the request: the line was resynchronised."""
+
+
+class ModbusWriteError(DeviceError):
+    """A command's write to `register` failed or the value read back differs."""
+
+    def __init__(self, device_id: str, register: str, reason: str) -> None:
+        self.register = register
+        super().__init__(device_id, f"write {register}: {reason}")
 
 
 class SimulatorError(DeviceError):

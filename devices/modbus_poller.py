@@ -1,10 +1,22 @@
-"""Polling one Modbus TCP device on its model's register map.
+"""Polling one Modbus unit on its model's register map, over a shared `ModbusLine`.
 
 Each poll reads every block `plan_reads` makes of the map, decodes the words with
 `devices.registers`, and hands one `Reading` to the hub. A poll either succeeds in
-full or yields nothing: an exception reply, a timeout or a broken link is counted
-and never turned into values (a gateway that stores a refused read as zeros
-reports an empty hall as a fact).
+full or yields nothing: an exception reply, a timeout, a garbled reply or a broken
+link is counted and never turned into values (a gateway that stores a refused read
+as zeros reports an empty hall as a fact).
+
+On top of the raw values a model may ask for:
+
+* counter deltas: a register marked ``counter`` (a running total that wraps or
+  restarts on reboot) gains ``<name>_delta``, the people since the last poll;
+* a zone count: entries minus exits, never below zero, re-zeroed when the hall
+  closes (``zone_count``);
+* edge events: a bool register that turns on or off makes one event of its own
+  (``edges``), e.g. ``call`` and ``reset`` of a toilet alarm wired to a discrete
+  input. Such models are polled at 200 ms or faster and go first on their line.
+
+These live in `devices.modbus_derived`. Writes (commands) are read back.
 
 Health is a small state machine, reported on transitions only:
 
@@ -19,34 +31,46 @@ not retry in lockstep). All waiting goes through the injected `Clock`.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
-
-from pymodbus.client import AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException, ModbusIOException
+from typing import Any
 
 from devices.errors import (
     DeviceError,
+    LineGarbled,
+    LineTimeout,
+    LineUnavailable,
+    ModbusBadReply,
     ModbusExceptionReply,
     ModbusLinkError,
     ModbusReadError,
     ModbusTimeout,
+    ModbusWriteError,
+    RegisterDecodeError,
 )
-from devices.profiles import DeviceModel, ModbusSpec
-from devices.registers import BIT_TABLES, ReadBlock, RegisterValue, decode_block, plan_reads
+from devices.modbus_derived import Derivations, OpenHours
+from devices.modbus_frames import Reply, bits_of, read_request, registers_of, write_request
+from devices.modbus_line import ALARM_PRIORITY, NORMAL_PRIORITY, OFFLINE_PRIORITY, ModbusLine
+from devices.profiles import DeviceModel, ModbusSpec, Register
+from devices.registers import (
+    BIT_TABLES,
+    ReadBlock,
+    RegisterValue,
+    decode_block,
+    encode_register,
+    plan_reads,
+)
+from hub import metrics
 from hub.clock import Clock
+from hub.events import Lane
 
 logger = logging.getLogger(__name__)
 
 ReadingCallback = Callable[["Reading"], Awaitable[None]]
 HealthCallback = Callable[[str, bool, str], Awaitable[None]]
-
-T = TypeVar("T")
 
 BACKOFF_JITTER = 0.2  # each backoff delay is stretched or shrunk by up to 20 %
 
@@ -59,6 +83,7 @@ class Reading:
     message: str
     values: dict[str, RegisterValue]
     polled_at: float
+    lane: Lane = Lane.TELEMETRY
 
 
 @dataclass(slots=True)
@@ -72,18 +97,18 @@ class PollCounters:
     exception_replies: int = 0
     timeouts: int = 0
     link_errors: int = 0
+    bad_replies: int = 0
     last_failure: str = ""
     dropped_values: dict[str, int] = field(default_factory=dict)
 
 
 class ModbusPoller:
-    """Polls one Modbus TCP unit until cancelled; see the module docstring."""
+    """Polls one Modbus unit until cancelled; see the module docstring."""
 
     def __init__(
         self,
         device_id: str,
-        host: str,
-        port: int,
+        line: ModbusLine,
         unit_id: int,
         model: DeviceModel,
         clock: Clock,
@@ -93,44 +118,42 @@ class ModbusPoller:
         max_backoff: float = 60.0,
         max_gap: int = 0,
         rng: random.Random | None = None,
+        is_open: OpenHours | None = None,
     ) -> None:
         if model.modbus is None:
             raise DeviceError(device_id, f"model {model.model} is not a Modbus model")
         self.device_id = device_id
-        self.host = host
-        self.port = port
+        self.line = line
         self.unit_id = unit_id
         self.model = model
         self.spec: ModbusSpec = model.modbus
         self.blocks = plan_reads(self.spec.registers, max_gap=max_gap, device_id=device_id)
         self.online: bool | None = None
+        self.last_reading_at: float | None = None  # monotonic time of the last good poll
         self.counters = PollCounters()
         self._clock = clock
         self._on_reading = on_reading
         self._on_health = on_health
         self._max_backoff = max(max_backoff, self.spec.poll_interval)
         self._rng = rng or random.Random()
-        self._client: AsyncModbusTcpClient | None = None
+        self._priority = ALARM_PRIORITY if self.spec.priority == "alarm" else NORMAL_PRIORITY
+        self.derivations = Derivations(device_id, self.spec, is_open)
 
     async def run(self) -> None:
         """Poll at the model's interval, backing off while offline, until cancelled."""
         logger.info(
-            "polling %s at %s:%d unit %d every %ss (%d reads)",
+            "polling %s on %s unit %d every %ss (%d reads)",
             self.device_id,
-            self.host,
-            self.port,
+            self.line.name,
             self.unit_id,
             self.spec.poll_interval,
             len(self.blocks),
         )
-        try:
-            while True:
-                started = self._clock.monotonic()
-                await self.poll_once()
-                elapsed = self._clock.monotonic() - started
-                await self._clock.sleep(max(0.0, self.next_delay() - elapsed))
-        finally:
-            self._disconnect()
+        while True:
+            started = self._clock.monotonic()
+            await self.poll_once()
+            elapsed = self._clock.monotonic() - started
+            await self._clock.sleep(max(0.0, self.next_delay() - elapsed))
 
     async def poll_once(self) -> Reading | None:
         """One poll: read, decode, report; returns the reading, or None if it failed."""
@@ -141,10 +164,65 @@ class ModbusPoller:
             await self._record_failure(exc)
             return None
 
-        reading = Reading(self.device_id, self.spec.message, values, self._clock.monotonic())
+        polled_at = self.last_reading_at = self._clock.monotonic()
+        values.update(self.derivations.values(values, self._clock.wall()))
+        reading = Reading(self.device_id, self.spec.message, values, polled_at, self.spec.lane)
         await self._record_success()
-        await self._deliver(reading)
+        for edge in self.derivations.edges(values):
+            await self._deliver(Reading(self.device_id, edge.message, {}, polled_at, edge.lane))
+        if self.spec.readings:
+            await self._deliver(reading)
         return reading
+
+    async def write(self, name: str, value: RegisterValue) -> RegisterValue:
+        """Write `value` to register `name`, read it back, and return what the unit holds.
+
+        Raises ModbusWriteError when the unit refuses the write or holds another value
+        afterwards (a read-only register, a value it clamped, a write lost on the line).
+        """
+        register = self._writable(name)
+        try:
+            words = encode_register(register, value, device_id=self.device_id)
+        except RegisterDecodeError as exc:
+            raise ModbusWriteError(self.device_id, name, exc.reason) from exc
+        try:
+            reply = await self._request(write_request(register.table, register.address, words))
+            if reply.exception_code is not None:
+                raise ModbusWriteError(
+                    self.device_id, name, f"refused with exception {reply.exception_code}"
+                )
+            block = ReadBlock(register.table, register.address, len(words), (register,))
+            held = decode_block(block, await self._read_block(block), device_id=self.device_id)
+        except (ModbusReadError, LineUnavailable, LineTimeout, LineGarbled) as exc:
+            raise ModbusWriteError(self.device_id, name, f"not verified: {exc.reason}") from exc
+
+        if not _same_value(register, value, held[name]):
+            raise ModbusWriteError(self.device_id, name, f"wrote {value}, reads back {held[name]}")
+        logger.info("%s: wrote %s = %s, read back", self.device_id, name, value)
+        return held[name]
+
+    async def command(self, name: str, args: dict[str, Any]) -> RegisterValue:
+        """Carry out the model's command `name` with `args`: one verified write."""
+        command = self.spec.commands.get(name)
+        if command is None:
+            raise ModbusWriteError(self.device_id, name, "the model has no such command")
+        argument = args.get(command.argument)
+        if not isinstance(argument, int | float | bool | str):
+            raise ModbusWriteError(self.device_id, name, f"needs argument {command.argument}")
+        if command.values:
+            if str(argument) not in command.values:
+                raise ModbusWriteError(
+                    self.device_id,
+                    name,
+                    f"{command.argument}={argument!r} is not one of {sorted(command.values)}",
+                )
+            argument = command.values[str(argument)]
+        return await self.write(command.write, argument)
+
+    @property
+    def stale(self) -> bool:
+        """Whether the last reading is out of date: a poll has failed since it was made."""
+        return self.last_reading_at is None or self.counters.consecutive_failures > 0
 
     def next_delay(self) -> float:
         """Seconds from this poll's start to the next: the interval, or a backoff."""
@@ -159,71 +237,43 @@ class ModbusPoller:
     # -- reading ---------------------------------------------------------------------
 
     async def _read_all(self) -> dict[str, RegisterValue]:
-        client = await self._connected_client()
         values: dict[str, RegisterValue] = {}
         for block in self.blocks:
-            words = await self._read_block(client, block)
+            words = await self._read_block(block)
             values.update(decode_block(block, words, device_id=self.device_id))
         return self._finite_only(values)
 
-    async def _connected_client(self) -> AsyncModbusTcpClient:
-        if self._client is not None and self._client.connected:
-            return self._client
-
-        self._disconnect()
-        # pymodbus's own reconnect and retries are off: this poller owns both, so
-        # every failure is counted here and a stale reply can never meet a new request.
-        client = AsyncModbusTcpClient(
-            self.host,
-            port=self.port,
-            timeout=self.spec.timeout,
-            retries=0,
-            reconnect_delay=0,
-            name=self.device_id,
-        )
+    async def _read_block(self, block: ReadBlock) -> list[int] | list[bool]:
         try:
-            connected = await _guarded(client.connect(), self.spec.timeout + 1.0)
-        except TimeoutError:
-            connected = False
-        if not connected:
-            client.close()
-            first = self.blocks[0]
-            raise self._read_error(
-                ModbusLinkError, first, f"cannot connect to {self.host}:{self.port}"
-            )
-        self._client = client
-        return client
-
-    async def _read_block(
-        self, client: AsyncModbusTcpClient, block: ReadBlock
-    ) -> list[int] | list[bool]:
-        read = {
-            "holding": client.read_holding_registers,
-            "input": client.read_input_registers,
-            "coil": client.read_coils,
-            "discrete_input": client.read_discrete_inputs,
-        }[block.table]
-        request = read(block.address, count=block.count, device_id=self.unit_id)
-        try:
-            response = await _guarded(request, self.spec.timeout + 1.0)
-        except (ModbusIOException, TimeoutError) as exc:
-            self._disconnect()  # a late reply must not be taken for the next request's
+            reply = await self._request(read_request(block.table, block.address, block.count))
+        except LineTimeout as exc:
             raise self._read_error(ModbusTimeout, block, "no reply") from exc
-        except (ModbusException, OSError) as exc:
-            self._disconnect()
-            raise self._read_error(ModbusLinkError, block, f"link failed: {exc}") from exc
+        except LineGarbled as exc:
+            raise self._read_error(ModbusBadReply, block, exc.reason) from exc
+        except LineUnavailable as exc:
+            raise self._read_error(
+                ModbusLinkError, block, f"{self.line.name}: {exc.reason}"
+            ) from exc
 
-        if response.isError():
+        if reply.exception_code is not None:
             raise ModbusExceptionReply(
-                self.device_id,
-                block.table,
-                block.address,
-                block.count,
-                int(getattr(response, "exception_code", 0)),
+                self.device_id, block.table, block.address, block.count, reply.exception_code
             )
         if block.table in BIT_TABLES:
-            return list(response.bits[: block.count])
-        return list(response.registers)
+            return bits_of(reply.data, block.count)
+        return registers_of(reply.data)
+
+    async def _request(self, pdu: bytes) -> Reply:
+        priority = self._priority
+        if self.online is False and priority != ALARM_PRIORITY:
+            priority = OFFLINE_PRIORITY
+        return await self.line.request(self.unit_id, pdu, self.spec.timeout, priority=priority)
+
+    def _writable(self, name: str) -> Register:
+        for register in self.spec.registers:
+            if register.name == name and register.table in ("holding", "coil"):
+                return register
+        raise ModbusWriteError(self.device_id, name, "no holding register or coil of that name")
 
     def _read_error(
         self, kind: type[ModbusReadError], block: ReadBlock, reason: str
@@ -242,11 +292,6 @@ class ModbusPoller:
             kept[name] = value
         return kept
 
-    def _disconnect(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-
     # -- health ----------------------------------------------------------------------
 
     async def _record_failure(self, error: DeviceError) -> None:
@@ -254,12 +299,20 @@ class ModbusPoller:
         counters.failures += 1
         counters.consecutive_failures += 1
         counters.last_failure = error.reason
+        result = "bad_value"  # words that would not decode as the model says
         if isinstance(error, ModbusExceptionReply):
             counters.exception_replies += 1
+            result = "exception_reply"
         elif isinstance(error, ModbusTimeout):
             counters.timeouts += 1
+            result = "timeout"
         elif isinstance(error, ModbusLinkError):
             counters.link_errors += 1
+            result = "link_error"
+        elif isinstance(error, ModbusBadReply):
+            counters.bad_replies += 1
+            result = "bad_reply"
+        metrics.MODBUS_POLLS.labels(result).inc()
 
         if self.online is False:
             logger.debug("%s still offline: %s", self.device_id, error.reason)
@@ -284,6 +337,7 @@ class ModbusPoller:
         failures = self.counters.consecutive_failures
         self.counters.readings += 1
         self.counters.consecutive_failures = 0
+        metrics.MODBUS_POLLS.labels("ok").inc()
         if self.online is True:
             return
         if self.online is False:
@@ -306,24 +360,15 @@ class ModbusPoller:
             logger.exception("%s: reading callback raised; polling goes on", self.device_id)
 
 
-async def _guarded(operation: Awaitable[T], timeout: float) -> T:
-    """Await a pymodbus call without ever losing our own cancellation.
-
-    pymodbus waits with ``asyncio.wait_for``, which on Python 3.11 returns the
-    result, and drops the cancellation, when both arrive together; a poller
-    cancelled at that instant would poll on forever. Shielding the call in a task
-    of its own keeps the cancellation with the poller; the call is then cancelled.
-    """
-    call = asyncio.ensure_future(operation)
-    call.add_done_callback(_collect_outcome)
-    try:
-        async with asyncio.timeout(timeout):
-            return await asyncio.shield(call)
-    finally:
-        call.cancel()
-
-
-def _collect_outcome(call: asyncio.Future[Any]) -> None:
-    # An abandoned call's error was already reported as a timeout or cancellation.
-    if not call.cancelled():
-        call.exception()
+def _same_value(register: Register, wrote: RegisterValue, held: RegisterValue) -> bool:
+    """Whether the value read back is the one written, to the register's resolution."""
+    numbers = (int, float)
+    if isinstance(wrote, bool) or isinstance(held, bool) or not isinstance(wrote, numbers):
+        return wrote == held
+    if not isinstance(held, numbers):
+        return False
+    if register.type.startswith("float"):  # a float32 keeps about 7 digits
+        return math.isclose(wrote, held, rel_tol=1e-6)
+    # An integer register holds whole steps of `scale`: 21.7 at scale 0.1 reads back
+    # as 217 * 0.1, which is not exactly 21.7 in binary floating point.
+    return abs(wrote - held) < abs(register.scale) / 2

@@ -94,13 +94,47 @@ class Register(_Strict):
         "string",
         "bitfield",
         "bool",
-    ] = "uint16"
+    ] = Field(default="int16", description="integers are signed unless the type says uint")
     byte_order: Literal["big", "little"] = "big"
     word_order: Literal["big", "little"] = "big"
     length: int = Field(default=1, ge=1, le=125, description="registers, for strings")
     scale: float = 1.0
     offset: float = 0.0
     unit: str = ""
+    counter: bool = Field(
+        default=False,
+        description="a running total that wraps or restarts; readings gain <name>_delta",
+    )
+
+
+ALARM_POLL_INTERVAL = 0.2  # seconds: alarm inputs are polled at least this often
+
+
+class Edge(_Strict):
+    """Events made when a bool register changes, e.g. an alarm input closing."""
+
+    input: Name
+    rising: Name | None = None
+    falling: Name | None = None
+    lane: Lane = Lane.ALARM
+
+
+class ZoneCount(_Strict):
+    """People inside a zone, from the counter registers of its door."""
+
+    entered: Name
+    left: Name
+    value: Name = "people_inside"
+
+
+class ModbusCommand(_Strict):
+    """A command carried out by writing one register or coil, then reading it back."""
+
+    write: Name
+    argument: Name = "value"
+    values: dict[str, int | float | bool | str] = Field(
+        default={}, description="argument value -> register value; empty: written as given"
+    )
 
 
 class ModbusSpec(_Strict):
@@ -111,7 +145,37 @@ class ModbusSpec(_Strict):
     retries: int = Field(default=1, ge=0, le=10)
     message: Name = "reading"
     lane: Lane = Lane.TELEMETRY
+    readings: bool = Field(default=True, description="false: only edge events are reported")
+    priority: Literal["normal", "alarm"] = "normal"
+    edges: tuple[Edge, ...] = ()
+    zone_count: ZoneCount | None = None
+    commands: dict[Name, ModbusCommand] = {}
     registers: tuple[Register, ...] = Field(min_length=1)
+
+    @pydantic.model_validator(mode="after")
+    def _names_and_alarm_rate(self) -> ModbusSpec:
+        by_name = {register.name: register for register in self.registers}
+        for edge in self.edges:
+            if by_name.get(edge.input) is None or by_name[edge.input].type != "bool":
+                raise ValueError(f"edge input {edge.input} is not a bool register")
+        if self.zone_count is not None:
+            for name in (self.zone_count.entered, self.zone_count.left):
+                if name not in by_name or not by_name[name].counter:
+                    raise ValueError(f"zone_count register {name} is not a counter register")
+        for name, command in self.commands.items():
+            target = by_name.get(command.write)
+            if target is None or target.table not in ("holding", "coil"):
+                raise ValueError(f"command {name} writes {command.write}, not a holding or coil")
+        for register in self.registers:
+            if register.counter and not register.type.startswith("uint"):
+                raise ValueError(f"counter register {register.name} must be uint16/32/64")
+        alarm = self.priority == "alarm" or any(e.lane == Lane.ALARM for e in self.edges)
+        if alarm and self.poll_interval > ALARM_POLL_INTERVAL:
+            raise ValueError(
+                f"alarm inputs are polled every {ALARM_POLL_INTERVAL}s or faster, "
+                f"not every {self.poll_interval}s"
+            )
+        return self
 
 
 class DeviceModel(_Strict):

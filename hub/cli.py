@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         default=0,
         help="port of the simulated Modbus people counter on 127.0.0.1 (0 picks a free one)",
     )
+    _add_modbus_fault_arguments(simulate)
     simulate.add_argument(
         "--log",
         type=Path,
@@ -288,8 +289,32 @@ def _write_mqtt_acl(config_path: Path, out: Path | None) -> int:
     return 0
 
 
+def _add_modbus_fault_arguments(simulate: argparse.ArgumentParser) -> None:
+    from devices.simulators.modbus_fault_switch import SWITCHES
+
+    simulate.add_argument(
+        "--modbus-fault",
+        choices=sorted(SWITCHES),
+        help="also run a people counter (pc-faulty) with this Modbus fault switched on and off",
+    )
+    simulate.add_argument(
+        "--modbus-fault-every",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="how long the fault stays on, then off, in turn (default 10)",
+    )
+    simulate.add_argument(
+        "--faulty-modbus-port",
+        type=int,
+        default=0,
+        help="port of the faulty people counter on 127.0.0.1 (0 picks a free one)",
+    )
+
+
 async def _simulate(args: argparse.Namespace) -> int:
     from devices.simulators.hall import SimulatedHall
+    from devices.simulators.modbus_fault_switch import start_fault_switch
     from devices.simulators.mqtt_faults import FaultSwitch, run_faults
 
     switches = [FaultSwitch.parse(text) for text in args.fault]
@@ -306,16 +331,24 @@ async def _simulate(args: argparse.Namespace) -> int:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     await hall.start()
+    faulty = await start_fault_switch(
+        args.modbus_fault, args.modbus_fault_every, args.faulty_modbus_port
+    )
+    devices = hall.hub_devices_config() + ([faulty.devices_entry()] if faulty else [])
     sys.stdout.write("# devices section for the hall configuration:\n")
-    sys.stdout.write(yaml.safe_dump({"devices": hall.hub_devices_config()}, sort_keys=False))
+    sys.stdout.write(yaml.safe_dump({"devices": devices}, sort_keys=False))
     sys.stdout.write("# end of devices section\n")
     sys.stdout.flush()
     runner = asyncio.create_task(hall.run(), name="simulated-hall")
     faulting = asyncio.create_task(faults, name="simulated-faults")
+    switching = asyncio.create_task(faulty.run(), name="modbus-faults") if faulty else None
     await stop.wait()
     faulting.cancel()
     await hall.stop()
     runner.cancel()
+    if faulty is not None and switching is not None:
+        switching.cancel()
+        await faulty.stop()
     return 0
 
 

@@ -116,11 +116,28 @@ class CitySection(_Section):
 
 
 class ModbusAddress(_Section):
-    """Where to reach a Modbus TCP device."""
+    """Where to reach a Modbus unit: a TCP device or gateway, or a serial RS-485 line.
 
-    host: str
+    Units that share a gateway (host and port) or a serial port share one line.
+    """
+
+    host: str | None = None
     port: int = Field(default=502, ge=1, le=65535)
+    framing: Literal["mbap", "rtu"] = "mbap"
+    serial_port: str | None = Field(
+        default=None, description="a stable name such as /dev/serial/by-id/usb-...-port0"
+    )
+    baudrate: int = Field(default=9600, ge=300, le=921_600)
+    parity: Literal["N", "E", "O"] = "N"
+    stopbits: Literal[1, 2] = 1
+    echo: bool = Field(default=False, description="the RS-485 adapter echoes what it sends")
     unit_id: int = Field(default=1, ge=0, le=247)
+
+    @model_validator(mode="after")
+    def _one_line(self) -> ModbusAddress:
+        if (self.host is None) == (self.serial_port is None):
+            raise ValueError("give either host (Modbus TCP) or serial_port (RTU), not both")
+        return self
 
 
 class DeviceSpec(_Section):

@@ -57,3 +57,9 @@ SYNC_BACKLOG = Gauge(
     ["lane"],
     registry=REGISTRY,
 )
+MODBUS_POLLS = Counter(
+    "hallhub_modbus_polls",
+    "Modbus polls, by result: ok, exception_reply, timeout, link_error, bad_reply, bad_value.",
+    ["result"],
+    registry=REGISTRY,
+)

@@ -22,7 +22,10 @@ import uvicorn
 
 from devices.commands import DeviceCommands
 from devices.commissioning import Commissioning
+from devices.modbus_commands import CommandRouter
+from devices.modbus_line import ModbusLines
 from devices.modbus_poller import ModbusPoller, Reading
+from devices.modbus_units import modbus_pollers
 from devices.mqtt_ingest import BrokerSettings, MqttIngest
 from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
@@ -126,6 +129,8 @@ class HubService:
         self.journal = Journal(state_dir / "journal.sqlite3", config.hub.id)
         self.token = ""
         self.ingest = MqttIngest(self._broker_settings(), self.registry, self.journal, self.clock)
+        self.modbus_lines = ModbusLines()
+        self.modbus_pollers: dict[str, ModbusPoller] = {}
         self.calendar = HallCalendar(self._calendar_settings(self.city_config.active_dir()))
         self.crews = CrewAlerts(
             config.alerts,
@@ -157,7 +162,9 @@ class HubService:
             calendar=self.calendar,
             layers=hall_layers(state_dir, config.rule_files),
             alerts=self.alerts,
-            commands=self.device_commands,
+            # Modbus units get a verified register write; every other device a tracked
+            # MQTT command with a request id.
+            commands=CommandRouter(self.device_commands, lambda: self.modbus_pollers),
             publish=self.ingest.publish,
         )
         self.uplink: Uplink | None = None
@@ -261,6 +268,7 @@ class HubService:
         self.ingest.stop()
         await self._stop_console()
         await self._tasks.cancel_all()
+        self.modbus_lines.close()
         await self.crews.stop()
         self.journal.close()
         if self.broker is not None:
@@ -473,21 +481,16 @@ class HubService:
         )
 
     def _start_pollers(self) -> None:
-        for device in self.registry.all():
-            address = device.spec.modbus
-            if device.model.protocol != "modbus" or address is None:
-                continue
-            poller = ModbusPoller(
-                device.device_id,
-                address.host,
-                address.port,
-                address.unit_id,
-                device.model,
-                self.clock,
-                self._on_reading,
-                self._on_poll_health,
-            )
-            self._tasks.start(f"modbus-poll-{device.device_id}", poller.run())
+        self.modbus_pollers = modbus_pollers(
+            self.registry.all(),
+            self.modbus_lines,
+            self.clock,
+            self._on_reading,
+            self._on_poll_health,
+            is_open=lambda wall: self.calendar.is_open(self.calendar.at_wall(wall)),
+        )
+        for device_id, poller in self.modbus_pollers.items():
+            self._tasks.start(f"modbus-poll-{device_id}", poller.run())
 
     async def _start_console(self) -> None:
         from hub.console import create_app
@@ -626,10 +629,9 @@ class HubService:
         device = self.registry.get(reading.device_id)
         if device is None or device.model.modbus is None:
             return
-        spec = device.model.modbus
         await self.journal.append(
             self._observation(
-                reading.device_id, device.kind, spec.lane, reading.message, dict(reading.values)
+                reading.device_id, device.kind, reading.lane, reading.message, dict(reading.values)
             )
         )
 

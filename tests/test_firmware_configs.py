@@ -101,7 +101,8 @@ def test_modbus_counter_map_has_typed_counts_and_plans_cleanly(
     models: dict[str, DeviceModel],
 ) -> None:
     """count_in/count_out are uint32 input registers with a word order, occupancy int16."""
-    counters = [model for model in models.values() if model.modbus is not None]
+    counters = [model for model in models.values() if model.kind == "occupancy_sensor"]
+    counters = [model for model in counters if model.modbus is not None]
     assert counters
     for model in counters:
         assert model.modbus is not None

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from devices.modbus_line import LineSettings, ModbusLine
 from devices.modbus_poller import ModbusPoller, Reading
 from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.simulators.modbus_occupancy import SimulatedPeopleCounter
@@ -59,6 +60,24 @@ class Recorder:
 
     async def on_health(self, device_id: str, online: bool, reason: str) -> None:
         self.health.append((device_id, online, reason))
+
+
+OPEN_LINES: list[ModbusLine] = []
+
+
+def tcp_line(port: int) -> ModbusLine:
+    line = ModbusLine(LineSettings(host=LOOPBACK, port=port))
+    OPEN_LINES.append(line)
+    return line
+
+
+@pytest.fixture(autouse=True)
+async def close_lines() -> AsyncIterator[None]:
+    """Every line a test opened is closed at its end, as the hub closes its own."""
+    yield
+    while OPEN_LINES:
+        OPEN_LINES.pop().close()
+    await asyncio.sleep(0)
 
 
 def free_port() -> int:
@@ -122,8 +141,7 @@ async def test_readings_carry_the_decoded_values(counter: SimulatedPeopleCounter
     recorder, clock = Recorder(), InstantClock()
     poller = ModbusPoller(
         "pc-test",
-        LOOPBACK,
-        counter.port,
+        tcp_line(counter.port),
         UNIT_ID,
         counter.model,
         clock,
@@ -143,6 +161,9 @@ async def test_readings_carry_the_decoded_values(counter: SimulatedPeopleCounter
         "occupancy": -12,
         "sensor_status": 0,
         "firmware_version": 0x0402,
+        "count_in_delta": 0,  # the first reading only learns where the totals stand
+        "count_out_delta": 0,
+        "people_inside": 0,
     }
     assert recorder.health == [("pc-test", True, "answering polls")]
     assert clock.sleeps[:2] == [2.0, 2.0]  # the model's poll interval
@@ -153,8 +174,7 @@ async def test_readings_follow_the_counter(counter: SimulatedPeopleCounter) -> N
     recorder = Recorder()
     poller = ModbusPoller(
         "pc-test",
-        LOOPBACK,
-        counter.port,
+        tcp_line(counter.port),
         UNIT_ID,
         counter.model,
         InstantClock(),
@@ -184,8 +204,7 @@ async def test_an_exception_reply_is_never_a_reading(
     recorder = Recorder()
     poller = ModbusPoller(
         "pc-test",
-        LOOPBACK,
-        counter.port,
+        tcp_line(counter.port),
         UNIT_ID,
         model,
         InstantClock(),
@@ -222,8 +241,7 @@ async def test_a_dead_unit_goes_offline_backs_off_and_recovers(
     recorder, clock = Recorder(), InstantClock()
     poller = ModbusPoller(
         "pc-dead",
-        LOOPBACK,
-        port,
+        tcp_line(port),
         UNIT_ID,
         model,
         clock,
@@ -234,8 +252,9 @@ async def test_a_dead_unit_goes_offline_backs_off_and_recovers(
 
     task = await run_poller(poller)
     await wait_until(lambda: len(clock.sleeps) >= 9)
-    reason = f"read input 0+6: cannot connect to {LOOPBACK}:{port}"
-    assert recorder.health == [("pc-dead", False, reason)]
+    reason = f"read input 0+6: {LOOPBACK}:{port}: cannot open: "
+    assert [h[:2] for h in recorder.health] == [("pc-dead", False)]
+    assert recorder.health[0][2].startswith(reason)
     # One wait at the interval before the second failure; once offline the waits go
     # 1, 2, 4, 8, 16, 16... seconds, each within +-20 % jitter but never below 1.
     assert clock.sleeps[0] == 1.0
@@ -272,8 +291,7 @@ async def test_a_unit_that_never_answers_times_out_without_readings(silent_port:
     recorder = Recorder()
     poller = ModbusPoller(
         "pc-silent",
-        LOOPBACK,
-        silent_port,
+        tcp_line(silent_port),
         UNIT_ID,
         model,
         InstantClock(),
@@ -302,8 +320,7 @@ async def test_a_failing_callback_does_not_stop_polling(counter: SimulatedPeople
     recorder = Recorder()
     poller = ModbusPoller(
         "pc-test",
-        LOOPBACK,
-        counter.port,
+        tcp_line(counter.port),
         UNIT_ID,
         counter.model,
         InstantClock(),
@@ -325,8 +342,7 @@ async def test_cancelling_the_poller_always_stops_it(counter: SimulatedPeopleCou
         recorder = Recorder()
         poller = ModbusPoller(
             "pc-test",
-            LOOPBACK,
-            counter.port,
+            tcp_line(counter.port),
             UNIT_ID,
             counter.model,
             InstantClock(),

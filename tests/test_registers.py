@@ -42,6 +42,11 @@ def test_int16_is_signed_and_uint16_is_not() -> None:
     assert decode_register(register(type="uint16"), [0xFFFE]) == 65534
 
 
+def test_a_register_without_a_type_is_a_signed_integer() -> None:
+    """Integers are signed unless the profile says unsigned: no type reads as int16."""
+    assert decode_register(register(), [0xFFFF]) == -1
+
+
 def test_16_bit_little_byte_order_swaps_the_bytes_of_the_word() -> None:
     """byte_order little reads 0x3412 as 0x1234 (and a negative int16 stays negative)."""
     assert decode_register(register(type="uint16", byte_order="little"), [0x3412]) == 0x1234

@@ -20,6 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from devices.errors import SimulatorError
+from devices.modbus_line import LineSettings, ModbusLine
 from devices.modbus_poller import ModbusPoller, Reading
 from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.simulators import (
@@ -376,11 +377,13 @@ async def test_modbus_people_counter_changes_over_time() -> None:
     async def ignore(device_id: str, online: bool, reason: str) -> None:
         return None
 
-    poller = ModbusPoller("pc-t9", "127.0.0.1", counter.port, 3, model, clock, keep, ignore)
+    line = ModbusLine(LineSettings(host="127.0.0.1", port=counter.port))
+    poller = ModbusPoller("pc-t9", line, 3, model, clock, keep, ignore)
     try:
         await clock.advance(200)
         reading = await poller.poll_once()
     finally:
+        line.close()
         walking.cancel()
         await asyncio.gather(walking, return_exceptions=True)
         await counter.stop()
