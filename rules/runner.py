@@ -259,16 +259,3 @@ class RuleRunner:
 def _log_failed_save(done: concurrent.futures.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         logger.error("rule states not saved: %s", done.exception())
-
-
-class MqttCommandService:
-    """Commands as MQTT messages: ``<topic root>/<device id>/command/<command>``."""
-
-    def __init__(self, publish: Publish, topic_root: str) -> None:
-        self._publish = publish
-        self._topic_root = topic_root
-
-    async def send_command(self, device_id: str, command: str, args: dict[str, Any]) -> None:
-        topic = f"{self._topic_root}/{device_id}/command/{command}"
-        self._publish(topic, json.dumps(args, ensure_ascii=False, sort_keys=True).encode())
-        logger.info("command %s sent to %s", command, device_id)
