@@ -36,6 +36,7 @@ from hub.errors import ConfigError, HallhubError, JournalError
 from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
 from hub.journal import Journal, read_lane
 from hub.mqtt_auth import HALL_IT_TEAM
+from hub.ratings import RatingDesk
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
@@ -136,6 +137,15 @@ class HubService:
         )
         self.alerts = self.crews.alerts
         self.audit = AuditTrail(self.journal, self.clock)
+        self.ratings = RatingDesk(
+            self.journal,
+            self.clock,
+            self.calendar,
+            self.alerts,
+            self.audit,
+            config.ratings,
+            state_dir,
+        )
         self.rules = RuleRunner(
             journal=self.journal,
             clock=self.clock,
@@ -203,6 +213,7 @@ class HubService:
             self.registry.restore(conn)
         await self.audit.open()
         await self.crews.start()
+        await self.ratings.start()
 
         def hand_over(events: list[Event]) -> None:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
@@ -220,6 +231,8 @@ class HubService:
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
         self._tasks.start("rules-timers", self.rules.run())
+        self._tasks.start("ratings-pads", self.ratings.follow_pads())
+        self._tasks.start("ratings-sweeps", self.ratings.run_sweeps())
         await self._start_console()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
 
