@@ -83,7 +83,9 @@ def find_breaks(
         expected_id = rating.rating_id + 1
         previous = rating.link
     breaks += _edited_or_moved(digest, hub_id, chain, mismatched)
-    breaks += _against_journal(chain, journaled or {}, expected_id)
+    named = {found.rating_id for found in breaks}
+    unexplained = [rating for rating in chain if rating.rating_id not in named]
+    breaks += _against_journal(unexplained, journaled or {}, expected_id)
     return sorted(breaks, key=lambda found: (found.rating_id, found.problem))
 
 
