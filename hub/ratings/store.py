@@ -258,10 +258,10 @@ def task_of_ratings(conn: sqlite3.Connection, rating_ids: list[int]) -> dict[int
 
 
 def unrated_cases(conn: sqlite3.Connection, finished_before: float) -> list[dict[str, Any]]:
-    """Cases finished before `finished_before` that have no rating, oldest first."""
+    """Cases finished at or before `finished_before` that have no rating, oldest first."""
     rows = conn.execute(
         "SELECT c.case_key, c.case_no, c.ticket, c.window_id, c.staff_id, c.finished_at"
-        " FROM rating_cases c WHERE c.finished_at < ?"
+        " FROM rating_cases c WHERE c.finished_at <= ?"
         " AND NOT EXISTS (SELECT 1 FROM ratings r WHERE r.case_key = c.case_key)"
         " ORDER BY c.finished_at",
         (finished_before,),
