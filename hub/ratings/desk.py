@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from hub.audit import AuditTrail
 from hub.calendar import CalendarError, HallCalendar
 from hub.clock import Clock
+from hub.errors import JournalError
 from hub.events import EVENT_ID_NAMESPACE, Event, Lane, Observation
 from hub.journal import Journal, read_lane
 from hub.ratings import store
@@ -48,6 +49,8 @@ PAD_KIND = "rating_pad"
 PAD_TYPE = "rating"
 CATCH_UP_PAGE = 1000
 DAY_SECONDS = 86_400.0
+JOURNAL_RETRY_FIRST = 0.5
+JOURNAL_RETRY_CAP = 30.0
 
 
 class AlertRaiser(Protocol):
@@ -267,12 +270,12 @@ class RatingDesk:
     async def _journal_recorded(self, recorded: Recorded) -> None:
         """Journal the rating for the city, then note how far that has got."""
         fields = recorded.fields
-        source = fields["source"]
         await self.journal.append(
             Observation(
                 event_id=str(uuid.uuid5(EVENT_ID_NAMESPACE, f"rating\n{recorded.link}")),
                 lane=Lane.RATING,
-                device_id=source.split(":")[1] if source.startswith("pad:") else RATINGS_SOURCE,
+                # The hub's own event: under a pad's id it would count as the pad being seen.
+                device_id=RATINGS_SOURCE,
                 kind="rating",
                 type=RECORDED_TYPE,
                 data={
@@ -331,10 +334,18 @@ class RatingDesk:
             case_no=data.get("case_no"),
             text=data.get("comment"),
         )
-        try:
-            await self.record(rating, pad_seq=event.seq)
-        except RatingRejected:
-            return  # kept in rating_rejects with its reason, and logged
+        delay = JOURNAL_RETRY_FIRST
+        while True:
+            try:
+                await self.record(rating, pad_seq=event.seq)
+                return
+            except RatingRejected:
+                return  # kept in rating_rejects with its reason, and logged
+            except JournalError as exc:
+                # A full or failing disk delays a pad rating; it never skips one.
+                logger.error("pad rating %s waits for the journal: %s", event.event_id, exc)
+                await self.clock.sleep(delay)
+                delay = min(JOURNAL_RETRY_CAP, delay * 2)
 
     # -- cases -------------------------------------------------------------------
 

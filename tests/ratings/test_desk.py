@@ -4,6 +4,7 @@ restart, follow-up tasks on the hall calendar, overdue alerts, unrated cases."""
 from __future__ import annotations
 
 import asyncio
+import json
 from pathlib import Path
 
 import pytest
@@ -104,9 +105,7 @@ async def test_pad_ratings_are_taken_live_and_after_a_restart(tmp_path: Path) ->
             await asyncio.sleep(0.01)
         follower.cancel()
         ratings = rows(hall.journal, "SELECT rating_id, level, ticket, channel FROM ratings")
-        recorded = rows(
-            hall.journal, "SELECT device_id, data FROM events WHERE type = 'rating_recorded'"
-        )
+        recorded = rows(hall.journal, "SELECT data FROM events WHERE type = 'rating_recorded'")
         tasks = rows(hall.journal, "SELECT rating_id, level FROM rating_tasks")
 
     assert [(r["rating_id"], r["level"], r["ticket"]) for r in ratings] == [
@@ -114,7 +113,8 @@ async def test_pad_ratings_are_taken_live_and_after_a_restart(tmp_path: Path) ->
         (2, "非常不满意", "A002"),
     ]
     assert {r["channel"] for r in ratings} == {"hall_pad"}
-    assert [r["device_id"] for r in recorded] == ["pad-w07", "pad-w07"]
+    sources = [json.loads(r["data"])["rating"]["source"] for r in recorded]
+    assert [source.split(":")[:2] for source in sources] == [["pad", "pad-w07"]] * 2
     assert tasks == [{"rating_id": 2, "level": "非常不满意"}]
 
 
