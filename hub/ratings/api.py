@@ -57,8 +57,11 @@ def rating_routes(service: HubService) -> list[Route]:
 
     async def add_rating(request: Request) -> Response:
         body = await json_body(request)
+        rating = _rating_from(body, service)
         try:
-            rating = _rating_from(body, service)
+            if _tags(body) is None:
+                detail = f"tags must be a list of at most {TAG_LIMIT} strings"
+                raise await service.ratings.refuse(rating, "bad_tags", detail)
             recorded = await service.ratings.record(rating)
         except RatingRejected as exc:
             return JSONResponse({"error": exc.reason, "detail": exc.detail}, status_code=422)
@@ -107,10 +110,7 @@ def rating_routes(service: HubService) -> list[Route]:
 
 
 def _rating_from(body: dict[str, Any], service: HubService) -> RatingInput:
-    """A rating from another channel; RatingRejected names the field that is wrong."""
-    tags = body.get("tags") or []
-    if not isinstance(tags, list) or len(tags) > TAG_LIMIT:
-        raise RatingRejected("bad_tags", f"tags must be a list of at most {TAG_LIMIT} strings")
+    """A rating from another channel, as given; the desk decides whether it stands."""
     ref = _text(body, "ref") or uuid.uuid4().hex
     channel = _text(body, "channel") or ""
     return RatingInput(
@@ -122,11 +122,19 @@ def _rating_from(body: dict[str, Any], service: HubService) -> RatingInput:
         staff_id=_text(body, "staff_id"),
         ticket=_text(body, "ticket"),
         case_no=_text(body, "case_no"),
-        tags=tuple(str(tag)[:FIELD_LIMIT] for tag in tags),
+        tags=_tags(body) or (),
         text=(str(body["text"])[:TEXT_LIMIT] if body.get("text") else None),
         follow_up=body.get("follow_up") is True,
         citizen_key=_citizen_key(body, service),
     )
+
+
+def _tags(body: dict[str, Any]) -> tuple[str, ...] | None:
+    """The tags as strings, or None when they are not a short list."""
+    tags = body.get("tags") or []
+    if not isinstance(tags, list) or len(tags) > TAG_LIMIT:
+        return None
+    return tuple(str(tag)[:FIELD_LIMIT] for tag in tags)
 
 
 def _citizen_key(body: dict[str, Any], service: HubService) -> str | None:

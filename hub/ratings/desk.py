@@ -228,6 +228,15 @@ class RatingDesk:
         )
         return outcome
 
+    async def refuse(self, rating: RatingInput, reason: str, detail: str) -> RatingRejected:
+        """Keep a rating refused before it could be checked (a malformed request)."""
+        refusal = RatingRejected(reason, detail)
+        await self.journal.write(
+            lambda conn: store.keep_reject(conn, self.clock.wall(), rating, reason, detail)
+        )
+        logger.info("rating from %s refused: %s", rating.source, reason)
+        return refusal
+
     def _with_case_key(self, rating: RatingInput) -> RatingInput:
         if rating.case_key is not None:
             return rating

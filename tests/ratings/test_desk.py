@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,77 @@ def test_audit_retention_below_six_months_is_refused() -> None:
 
     with pytest.raises(ValidationError, match="183"):
         RatingsSection.model_validate({"audit_retention_days": 90})
+
+
+async def test_a_rating_chained_before_a_crash_is_journaled_once_at_restart(
+    tmp_path: Path,
+) -> None:
+    """A crash after a rating was chained but before its event reached the journal
+    loses nothing: the next start journals it; one whose event did get there (only the
+    note of it was lost) is not journaled twice."""
+    async with ratings_hall(tmp_path) as hall:
+        await hall.desk.record(api_rating(hall.clock, "满意", case_no="BJ-40"))
+        await hall.desk.record(api_rating(hall.clock, "不满意", case_no="BJ-41"))
+
+    def crash_before_journaling(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "DELETE FROM events WHERE type = 'rating_recorded'"
+            " AND json_extract(data, '$.chain.index') = 2"
+        )
+        conn.execute("UPDATE ratings_meta SET value = '0' WHERE key = 'journaled_through'")
+
+    with sqlite3.connect(tmp_path / "journal.sqlite3") as conn:
+        crash_before_journaling(conn)
+    conn.close()
+
+    async with ratings_hall(tmp_path) as hall:
+        recorded = rows(
+            hall.journal,
+            "SELECT json_extract(data, '$.chain.index') AS chain_index FROM events"
+            " WHERE type = 'rating_recorded' ORDER BY seq",
+        )
+
+    assert [row["chain_index"] for row in recorded] == [1, 2]
+
+
+async def test_ratings_cli_lists_tasks_and_unrated_cases(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`hallhub ratings tasks`, `unrated` and `today` read the journal file of a stopped
+    hub and print what the API shows, as tables or JSON."""
+    from hub.cli import main
+
+    state_dir = tmp_path / "hub"
+    async with ratings_hall(state_dir, wall=hall_time(2025, 9, 30, 16)) as hall:
+        await hall.desk.record(api_rating(hall.clock, "非常不满意", case_no="BJ-50"))
+        await hall.desk.record_case("W02", "S5", "BJ-51", None)
+    config = tmp_path / "hallhub.yaml"
+    config.write_text(json.dumps({"hub": {"id": "hall-test", "state_dir": str(state_dir)}}))
+
+    def run(*words: str) -> tuple[int, str]:
+        capsys.readouterr()
+        code = main(["ratings", *words, "--config", str(config)])
+        return code, capsys.readouterr().out
+
+    tasks_code, tasks_json = run("tasks", "--json")
+    table_code, table = run("tasks")
+    unrated_code, unrated_json = run("unrated", "--json")
+    today_code, today_json = run("today", "--json")
+
+    assert (tasks_code, table_code, unrated_code, today_code) == (0, 0, 0, 0)
+    task = json.loads(tasks_json)["tasks"][0]
+    assert (task["level"], task["contact_due"], task["fix_due"]) == (
+        "非常不满意",
+        "2025-10-09",
+        "2025-10-28",
+    )
+    assert task["overdue"] is True and task["overdue_steps"] == ["contact", "fix"]
+    assert "OVERDUE contact,fix" in table and "非常不满意" in table
+    assert [case["case_no"] for case in json.loads(unrated_json)["cases"]] == ["BJ-51"]
+    assert set(json.loads(today_json)["levels"]) == {
+        "非常满意",
+        "满意",
+        "基本满意",
+        "不满意",
+        "非常不满意",
+    }

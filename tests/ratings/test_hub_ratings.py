@@ -60,9 +60,9 @@ async def test_pad_rating_to_console_api_and_task_steps(
     hub: HubService, device: DeviceClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A pad's bad rating shows in today's figures with its task and due dates; cases,
-    other channels and the unrated count work through the API; a duplicate is refused
-    with its reason and kept; contact and fix close the task; a citizen's phone number
-    is in neither the journal files nor the log."""
+    other channels and the unrated count work through the API; a duplicate and a
+    malformed rating are refused with their reasons and kept; contact and fix close the
+    task; a citizen's phone number is in neither the journal files nor the log."""
     caplog.set_level(logging.DEBUG)
     root = hub.config.mqtt.topic_root
     auth = {"Authorization": f"Bearer {hub.token}"}
@@ -95,6 +95,7 @@ async def test_pad_rating_to_console_api_and_task_steps(
         }
         rated = await api.post("/api/ratings", json=body)
         duplicate = await api.post("/api/ratings", json={**body, "level": "非常满意"})
+        malformed = await api.post("/api/ratings", json={**body, "case_no": "BJ-10", "tags": "x"})
         rejects = (await api.get("/api/ratings/rejects")).json()["rejects"]
         last_look = await today()
 
@@ -135,8 +136,9 @@ async def test_pad_rating_to_console_api_and_task_steps(
     assert (rating["staff_id"], rating["channel"], rating["tags"]) == ("S9", "sms", ["态度好"])
     assert len(rating["citizen_key"]) == 64 and "phone" not in rating
     assert duplicate.status_code == 422 and duplicate.json()["error"] == "case_already_rated"
-    assert rejects[0]["reason"] == "case_already_rated"
-    assert last_look["unrated"] == 0 and last_look["rejected"] == 1
+    assert malformed.status_code == 422 and malformed.json()["error"] == "bad_tags"
+    assert [reject["reason"] for reject in rejects] == ["bad_tags", "case_already_rated"]
+    assert last_look["unrated"] == 0 and last_look["rejected"] == 2
     assert last_look["levels"]["满意"] == 1
     assert (early_fix.status_code, contact.status_code, fix.status_code) == (409, 200, 200)
     assert missing.status_code == 404
