@@ -81,6 +81,19 @@ class Deadlines:
 
 
 @dataclass(frozen=True)
+class TaskStep:
+    """One step of a follow-up task: the state it needs, the state it leaves, its name.
+
+    The state it leaves also names the task's columns for who and when
+    (``contacted_by``, ``fixed_at``); the name, the column for the note.
+    """
+
+    before: str
+    after: str
+    name: str
+
+
+@dataclass(frozen=True)
 class Recorded:
     """A rating accepted and chained, with the task it opened."""
 
@@ -245,13 +258,17 @@ class RatingDesk:
 
     def _deadlines(self, rated_at: float) -> Deadlines:
         day = self.calendar.at_wall(rated_at).date()
+        contact, contact_problem = self._due(day, self.settings.contact_within_working_days)
+        fix, fix_problem = self._due(day, self.settings.fix_within_working_days)
+        return Deadlines(contact, fix, contact_problem or fix_problem)
+
+    def _due(self, day: dt.date, working_days: int) -> tuple[str | None, str | None]:
+        """The due date `working_days` after `day`, or why the calendar cannot tell."""
         try:
-            contact = self.calendar.add_working_days(day, self.settings.contact_within_working_days)
-            fix = self.calendar.add_working_days(day, self.settings.fix_within_working_days)
+            return self.calendar.add_working_days(day, working_days).isoformat(), None
         except CalendarError as exc:
-            logger.error("follow-up deadlines cannot be counted: %s", exc)
-            return Deadlines(None, None, str(exc))
-        return Deadlines(contact.isoformat(), fix.isoformat())
+            logger.error("a follow-up deadline cannot be counted: %s", exc)
+            return None, str(exc)
 
     def _chain_in(
         self,
@@ -405,7 +422,7 @@ class RatingDesk:
 
     async def record_contact(self, task_id: int, by: str, note: str) -> dict[str, Any]:
         """Someone contacted the citizen of a bad rating."""
-        task = await self._step(task_id, "open", "contacted", "contacted", by, note)
+        task = await self._step(task_id, TaskStep("open", "contacted", "contact"), by, note)
         await self._audit.record(
             by, "rating_task_contacted", f"rating_task:{task_id}", {"note": note}
         )
@@ -414,33 +431,31 @@ class RatingDesk:
 
     async def record_fix(self, task_id: int, by: str, note: str) -> dict[str, Any]:
         """What was fixed for a bad rating; closes the task."""
-        task = await self._step(task_id, "contacted", "fixed", "fixed", by, note)
+        task = await self._step(task_id, TaskStep("contacted", "fixed", "fix"), by, note)
         await self._audit.record(by, "rating_task_fixed", f"rating_task:{task_id}", {"note": note})
         for stage in ("contact", "fix"):
             await self._alerts.clear_condition(RATINGS_SOURCE, _condition(task_id, stage), by)
         return task
 
-    async def _step(
-        self, task_id: int, before: str, after: str, column: str, by: str, note: str
-    ) -> dict[str, Any]:
+    async def _step(self, task_id: int, step: TaskStep, by: str, note: str) -> dict[str, Any]:
         now = self.clock.wall()
 
-        def step(conn: sqlite3.Connection) -> dict[str, Any] | str | None:
+        def record_step(conn: sqlite3.Connection) -> dict[str, Any] | str | None:
             task = store.task_row(conn, task_id)
-            if task is None or task["state"] != before:
+            if task is None or task["state"] != step.before:
                 return None if task is None else str(task["state"])
             conn.execute(
-                f"UPDATE rating_tasks SET state = ?, {column}_by = ?, {column}_at = ?,"
-                f" {'contact' if column == 'contacted' else 'fix'}_note = ? WHERE task_id = ?",
-                (after, by, now, note, task_id),
+                f"UPDATE rating_tasks SET state = ?, {step.after}_by = ?, {step.after}_at = ?,"
+                f" {step.name}_note = ? WHERE task_id = ?",
+                (step.after, by, now, note, task_id),
             )
             return store.task_row(conn, task_id)
 
-        outcome = await self.journal.write(step)
+        outcome = await self.journal.write(record_step)
         if outcome is None:
             raise TaskNotFoundError(task_id)
         if isinstance(outcome, str):
-            raise TaskStateError(task_id, outcome, column)
+            raise TaskStateError(task_id, outcome, step.name)
         return outcome
 
     async def alert_overdue_tasks(self) -> int:
