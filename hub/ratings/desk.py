@@ -19,6 +19,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from prometheus_client import Counter
+
+from hub import metrics
 from hub.audit import AuditTrail
 from hub.calendar import CalendarError, HallCalendar
 from hub.clock import Clock
@@ -49,6 +52,12 @@ PAD_KIND = "rating_pad"
 PAD_TYPE = "rating"
 CATCH_UP_PAGE = 1000
 DAY_SECONDS = 86_400.0
+RATINGS_HANDLED = Counter(
+    "hallhub_ratings",
+    "Ratings handled, by channel and outcome: recorded, or the reason it was refused.",
+    ["channel", "outcome"],
+    registry=metrics.REGISTRY,
+)
 JOURNAL_RETRY_FIRST = 0.5
 JOURNAL_RETRY_CAP = 30.0
 
@@ -91,6 +100,16 @@ class TaskStep:
     before: str
     after: str
     name: str
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A refused rating, as the writer's transaction hands it back.
+
+    Wrapped, because the journal raises any exception a unit of work returns.
+    """
+
+    error: RatingRejected
 
 
 @dataclass(frozen=True)
@@ -228,10 +247,13 @@ class RatingDesk:
             outcome = await self.journal.write(
                 lambda conn: self._chain_in(conn, rating, deadlines, pad_seq)
             )
-            if isinstance(outcome, RatingRejected):
-                logger.info("rating from %s refused: %s", rating.source, outcome.reason)
-                raise outcome
+            if isinstance(outcome, Refusal):
+                refused = outcome.error
+                logger.info("rating from %s refused: %s", rating.source, refused.reason)
+                RATINGS_HANDLED.labels(rating.channel[:32], refused.reason).inc()
+                raise refused
             await self._journal_recorded(outcome)
+            RATINGS_HANDLED.labels(rating.channel, "recorded").inc()
 
         logger.info(
             "rating %d (%s) at window %s recorded",
@@ -248,6 +270,7 @@ class RatingDesk:
             lambda conn: store.keep_reject(conn, self.clock.wall(), rating, reason, detail)
         )
         logger.info("rating from %s refused: %s", rating.source, reason)
+        RATINGS_HANDLED.labels(rating.channel[:32], reason).inc()
         return refusal
 
     def _with_case_key(self, rating: RatingInput) -> RatingInput:
@@ -276,14 +299,14 @@ class RatingDesk:
         rating: RatingInput,
         deadlines: Deadlines | None,
         pad_seq: int | None,
-    ) -> Recorded | RatingRejected:
+    ) -> Recorded | Refusal:
         """Inside the writer's transaction: refuse a duplicate, or chain the rating."""
         if pad_seq is not None:
             store.set_meta(conn, "pad_seq", str(pad_seq))
         refusal = _bad_content(rating) or _duplicate(conn, rating)
         if refusal is not None:
             store.keep_reject(conn, self.clock.wall(), rating, refusal.reason, refusal.detail)
-            return refusal
+            return Refusal(refusal)
 
         last_id, last = store.last_link(conn)
         previous = last or genesis(self.digest, self.journal.hub_id)

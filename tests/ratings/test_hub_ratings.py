@@ -109,6 +109,7 @@ async def test_pad_rating_to_console_api_and_task_steps(
         )
         tasks = (await api.get("/api/ratings/tasks")).json()["tasks"]
         missing = await api.post("/api/ratings/tasks/999/contact", json={"by": "x"})
+        exposed = (await api.get("/metrics")).text
 
     assert refused.status_code == 401
     assert first_look["date"] == "2026-03-02"
@@ -143,6 +144,8 @@ async def test_pad_rating_to_console_api_and_task_steps(
     assert (early_fix.status_code, contact.status_code, fix.status_code) == (409, 200, 200)
     assert missing.status_code == 404
     assert [(t["task_id"], t["state"], t["overdue"]) for t in tasks] == [(task_id, "fixed", False)]
+    assert 'hallhub_ratings_total{channel="sms",outcome="case_already_rated"}' in exposed
+    assert 'hallhub_ratings_total{channel="hall_pad",outcome="recorded"}' in exposed
     for spelling in (PHONE, "13800138000"):
         assert spelling.encode() not in _journal_files(hub.config.hub.state_dir)
         assert spelling not in caplog.text
