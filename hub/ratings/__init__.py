@@ -6,7 +6,8 @@ Modules, each owning one thing:
   (the ``ratings:`` section), `errors`;
 * `digests` (SHA-256 or SM3, and HMAC over either), `chain` (links and the check
   that names a tampered rating), `privacy` (citizen lookup keys, masked names);
-* `store` (the tables), `desk` (the service: intake, cases, tasks, sweeps),
+* `store` (the tables), `desk` (the service: intake, cases, sweeps), `tasks`
+  (follow-up tasks: due dates, steps, overdue alerts),
   `views` (what the API and CLI show), `api` (console routes), `cli`
   (``hallhub ratings``).
 """
@@ -25,6 +26,7 @@ from hub.ratings.levels import BAD_LEVELS, CHANNELS, LEVELS, LevelCodes
 from hub.ratings.privacy import CitizenKeys, mask_name
 from hub.ratings.settings import RatingsSection
 from hub.ratings.store import RatingInput
+from hub.ratings.tasks import FollowUpTasks
 
 __all__ = [
     "BAD_LEVELS",
@@ -36,6 +38,7 @@ __all__ = [
     "ChainError",
     "CitizenKeys",
     "Digest",
+    "FollowUpTasks",
     "LevelCodes",
     "RatingDesk",
     "RatingError",

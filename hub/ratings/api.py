@@ -85,9 +85,9 @@ def rating_routes(service: HubService) -> list[Route]:
         task_id = int(request.path_params["task_id"])
         note = str(body.get("note") or "")[:TEXT_LIMIT]
         step = (
-            service.ratings.record_contact
+            service.ratings.tasks.record_contact
             if request.url.path.endswith("/contact")
-            else service.ratings.record_fix
+            else service.ratings.tasks.record_fix
         )
         try:
             task = await step(task_id, actor(body, "console"), note)

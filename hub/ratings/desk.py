@@ -1,4 +1,4 @@
-"""The ratings desk: takes ratings in, chains them, opens and follows up tasks.
+"""The ratings desk: takes ratings in, chains them, opens follow-up tasks, sweeps.
 
 Ratings come from the rating pads' events in the ``rating`` lane and from the API
 (QR code, app, SMS). Each accepted rating is chained (`hub.ratings.chain`) in the
@@ -17,13 +17,13 @@ import sqlite3
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from prometheus_client import Counter
 
 from hub import metrics
 from hub.audit import AuditTrail
-from hub.calendar import CalendarError, HallCalendar
+from hub.calendar import HallCalendar
 from hub.clock import Clock
 from hub.errors import JournalError
 from hub.events import EVENT_ID_NAMESPACE, Event, Lane, Observation
@@ -31,7 +31,7 @@ from hub.journal import Journal, read_lane
 from hub.ratings import store
 from hub.ratings.chain import genesis, next_link
 from hub.ratings.digests import digest_named
-from hub.ratings.errors import ChainError, RatingRejected, TaskNotFoundError, TaskStateError
+from hub.ratings.errors import ChainError, RatingRejected
 from hub.ratings.levels import (
     BAD_LEVELS,
     CHANNELS,
@@ -43,10 +43,16 @@ from hub.ratings.levels import (
 from hub.ratings.privacy import CitizenKeys
 from hub.ratings.settings import RatingsSection
 from hub.ratings.store import RatingInput
+from hub.ratings.tasks import (
+    RATINGS_SOURCE,
+    AlertRaiser,
+    Deadlines,
+    FollowUpTasks,
+    open_task,
+)
 
 logger = logging.getLogger(__name__)
 
-RATINGS_SOURCE = "ratings"  # device id of the hub's own rating events and alerts
 RECORDED_TYPE = "rating_recorded"
 PAD_KIND = "rating_pad"
 PAD_TYPE = "rating"
@@ -60,46 +66,6 @@ RATINGS_HANDLED = Counter(
 )
 JOURNAL_RETRY_FIRST = 0.5
 JOURNAL_RETRY_CAP = 30.0
-
-
-class AlertRaiser(Protocol):
-    """What the desk needs of the alert service (`hub.alerts.AlertService`)."""
-
-    async def raise_condition(
-        self,
-        device_id: str,
-        condition: str,
-        severity: str,
-        team: str,
-        message: str,
-        event_id: str | None,
-    ) -> dict[str, Any]: ...
-
-    async def clear_condition(
-        self, device_id: str, condition: str, by: str = "condition cleared"
-    ) -> dict[str, Any] | None: ...
-
-
-@dataclass(frozen=True)
-class Deadlines:
-    """A task's due dates (hall-local dates, due by the end of the day)."""
-
-    contact: str | None
-    fix: str | None
-    problem: str | None = None
-
-
-@dataclass(frozen=True)
-class TaskStep:
-    """One step of a follow-up task: the state it needs, the state it leaves, its name.
-
-    The state it leaves also names the task's columns for who and when
-    (``contacted_by``, ``fixed_at``); the name, the column for the note.
-    """
-
-    before: str
-    after: str
-    name: str
 
 
 @dataclass(frozen=True)
@@ -137,20 +103,6 @@ def case_key_of(case_no: str | None, ticket: str | None, day: dt.date) -> str | 
     return None
 
 
-def overdue_stages(task: dict[str, Any], today: dt.date) -> list[str]:
-    """The steps of `task` past their due date on `today`."""
-    late: list[str] = []
-    if task["state"] == "open" and _past(task["contact_due"], today):
-        late.append("contact")
-    if task["state"] != "fixed" and _past(task["fix_due"], today):
-        late.append("fix")
-    return late
-
-
-def _past(due: str | None, today: dt.date) -> bool:
-    return due is not None and today > dt.date.fromisoformat(due)
-
-
 class RatingDesk:
     """One hall's ratings: intake, chain, cases, follow-up tasks, sweeps."""
 
@@ -170,7 +122,7 @@ class RatingDesk:
         self.settings = settings
         self.codes = LevelCodes(settings.targets)
         self.digest = digest_named(settings.hash)
-        self._alerts = alerts
+        self.tasks = FollowUpTasks(journal, clock, calendar, alerts, audit, settings)
         self._audit = audit
         self._state_dir = state_dir
         self._citizens: CitizenKeys | None = None
@@ -231,7 +183,7 @@ class RatingDesk:
 
     async def sweep(self) -> None:
         """One pass of the periodic checks."""
-        await self.alert_overdue_tasks()
+        await self.tasks.alert_overdue()
         await self.apply_unrated_policy()
         cutoff = self.clock.wall() - self.settings.audit_retention_days * DAY_SECONDS
         await self._audit.forget_before(cutoff)
@@ -241,7 +193,7 @@ class RatingDesk:
     async def record(self, rating: RatingInput, pad_seq: int | None = None) -> Recorded:
         """Check, chain and journal one rating; RatingRejected (kept) if it is refused."""
         rating = self._with_case_key(rating)
-        deadlines = self._deadlines(rating.rated_at) if rating.level in BAD_LEVELS else None
+        deadlines = self.tasks.deadlines(rating.rated_at) if rating.level in BAD_LEVELS else None
 
         async with self._lock:
             outcome = await self.journal.write(
@@ -279,20 +231,6 @@ class RatingDesk:
         day = self.calendar.at_wall(rating.rated_at).date()
         return replace(rating, case_key=case_key_of(rating.case_no, rating.ticket, day))
 
-    def _deadlines(self, rated_at: float) -> Deadlines:
-        day = self.calendar.at_wall(rated_at).date()
-        contact, contact_problem = self._due(day, self.settings.contact_within_working_days)
-        fix, fix_problem = self._due(day, self.settings.fix_within_working_days)
-        return Deadlines(contact, fix, contact_problem or fix_problem)
-
-    def _due(self, day: dt.date, working_days: int) -> tuple[str | None, str | None]:
-        """The due date `working_days` after `day`, or why the calendar cannot tell."""
-        try:
-            return self.calendar.add_working_days(day, working_days).isoformat(), None
-        except CalendarError as exc:
-            logger.error("a follow-up deadline cannot be counted: %s", exc)
-            return None, str(exc)
-
     def _chain_in(
         self,
         conn: sqlite3.Connection,
@@ -313,7 +251,7 @@ class RatingDesk:
         fields = _fields(last_id + 1, _filled_from_case(conn, rating))
         link = next_link(self.digest, previous, fields)
         store.insert_rating(conn, fields, link)
-        task_id = _open_task(conn, fields, deadlines, self.clock.wall())
+        task_id = open_task(conn, fields, deadlines, self.clock.wall())
         return Recorded(fields, previous, link, task_id)
 
     async def _journal_recorded(self, recorded: Recorded) -> None:
@@ -441,83 +379,6 @@ class RatingDesk:
             recorded.append(await self.record(rating))
         return recorded
 
-    # -- follow-up tasks ---------------------------------------------------------
-
-    async def record_contact(self, task_id: int, by: str, note: str) -> dict[str, Any]:
-        """Someone contacted the citizen of a bad rating."""
-        task = await self._step(task_id, TaskStep("open", "contacted", "contact"), by, note)
-        await self._audit.record(
-            by, "rating_task_contacted", f"rating_task:{task_id}", {"note": note}
-        )
-        await self._alerts.clear_condition(RATINGS_SOURCE, _condition(task_id, "contact"), by)
-        return task
-
-    async def record_fix(self, task_id: int, by: str, note: str) -> dict[str, Any]:
-        """What was fixed for a bad rating; closes the task."""
-        task = await self._step(task_id, TaskStep("contacted", "fixed", "fix"), by, note)
-        await self._audit.record(by, "rating_task_fixed", f"rating_task:{task_id}", {"note": note})
-        for stage in ("contact", "fix"):
-            await self._alerts.clear_condition(RATINGS_SOURCE, _condition(task_id, stage), by)
-        return task
-
-    async def _step(self, task_id: int, step: TaskStep, by: str, note: str) -> dict[str, Any]:
-        now = self.clock.wall()
-
-        def record_step(conn: sqlite3.Connection) -> dict[str, Any] | str | None:
-            task = store.task_row(conn, task_id)
-            if task is None or task["state"] != step.before:
-                return None if task is None else str(task["state"])
-            conn.execute(
-                f"UPDATE rating_tasks SET state = ?, {step.after}_by = ?, {step.after}_at = ?,"
-                f" {step.name}_note = ? WHERE task_id = ?",
-                (step.after, by, now, note, task_id),
-            )
-            return store.task_row(conn, task_id)
-
-        outcome = await self.journal.write(record_step)
-        if outcome is None:
-            raise TaskNotFoundError(task_id)
-        if isinstance(outcome, str):
-            raise TaskStateError(task_id, outcome, step.name)
-        return outcome
-
-    async def alert_overdue_tasks(self) -> int:
-        """Raise a supervisor condition for each task step past its due date, once."""
-        today = self.calendar.at_wall(self.clock.wall()).date()
-        with self.journal.reading() as conn:
-            open_tasks = store.tasks(conn, open_only=True)
-        raised = 0
-        for task in open_tasks:
-            for stage in overdue_stages(task, today):
-                if stage in task["alerted"].split(","):
-                    continue
-                await self._raise_overdue(task, stage)
-                raised += 1
-        return raised
-
-    async def _raise_overdue(self, task: dict[str, Any], stage: str) -> None:
-        task_id = task["task_id"]
-        due = task["contact_due"] if stage == "contact" else task["fix_due"]
-        await self._alerts.raise_condition(
-            RATINGS_SOURCE,
-            _condition(task_id, stage),
-            "high",
-            self.settings.supervisor_team,
-            f"bad rating ({task['level']}) at window {task['window_id']}: follow-up task "
-            f"{task_id} not {'contacted' if stage == 'contact' else 'fixed'} by {due}",
-            None,
-        )
-        alerted = ",".join(filter(None, [task["alerted"], stage]))
-        await self.journal.write(
-            lambda conn: conn.execute(
-                "UPDATE rating_tasks SET alerted = ? WHERE task_id = ?", (alerted, task_id)
-            )
-        )
-
-
-def _condition(task_id: int, stage: str) -> str:
-    return f"rating_task_overdue:{task_id}:{stage}"
-
 
 def _is_pad_rating(event: Event) -> bool:
     return event.lane is Lane.RATING and event.kind == PAD_KIND and event.type == PAD_TYPE
@@ -591,24 +452,3 @@ def _fields(rating_id: int, rating: RatingInput) -> dict[str, Any]:
         "citizen_key": rating.citizen_key,
         "source": rating.source,
     }
-
-
-def _open_task(
-    conn: sqlite3.Connection, fields: dict[str, Any], deadlines: Deadlines | None, now: float
-) -> int | None:
-    if deadlines is None:
-        return None
-    cursor = conn.execute(
-        "INSERT INTO rating_tasks (rating_id, window_id, level, state, opened_at, contact_due,"
-        " fix_due, due_problem) VALUES (?, ?, ?, 'open', ?, ?, ?, ?)",
-        (
-            fields["rating_id"],
-            fields["window"],
-            fields["level"],
-            now,
-            deadlines.contact,
-            deadlines.fix,
-            deadlines.problem,
-        ),
-    )
-    return int(cursor.lastrowid or 0)

@@ -14,10 +14,11 @@ from typing import Any
 from hub.calendar import HallCalendar
 from hub.ratings import store
 from hub.ratings.chain import find_breaks
-from hub.ratings.desk import RECORDED_TYPE, overdue_stages
+from hub.ratings.desk import RECORDED_TYPE
 from hub.ratings.digests import digest_named
 from hub.ratings.levels import BAD_LEVELS, LEVELS
 from hub.ratings.settings import RatingsSection
+from hub.ratings.tasks import overdue_stages
 
 DAY_SECONDS = 86_400.0
 TASK_FIELDS = ("task_id", "rating_id", "window", "level", "state", "contact_due", "fix_due")

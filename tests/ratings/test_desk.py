@@ -155,16 +155,16 @@ async def test_overdue_task_raises_a_supervisor_condition_once_and_steps_are_aud
         task_id = recorded.task_id
         assert task_id is not None
         await hall.clock.advance(8 * DAY)  # 8 Oct, still the holiday
-        during_holiday = await hall.desk.alert_overdue_tasks()
+        during_holiday = await hall.desk.tasks.alert_overdue()
         await hall.clock.advance(2 * DAY)  # 10 Oct: 9 Oct has passed uncontacted
         await hall.desk.sweep()
         await hall.desk.sweep()
         opened = rows(hall.journal, "SELECT team, state, condition, severity FROM alerts")
         with pytest.raises(TaskStateError):
-            await hall.desk.record_fix(task_id, "王主任", "fixed before contact")
-        await hall.desk.record_contact(task_id, "李四", "called back, apologised")
+            await hall.desk.tasks.record_fix(task_id, "王主任", "fixed before contact")
+        await hall.desk.tasks.record_contact(task_id, "李四", "called back, apologised")
         after_contact = rows(hall.journal, "SELECT state FROM alerts")
-        fixed = await hall.desk.record_fix(task_id, "王主任", "queue signage corrected")
+        fixed = await hall.desk.tasks.record_fix(task_id, "王主任", "queue signage corrected")
         trail = hall.audit.entries()
 
     assert during_holiday == 0
