@@ -77,6 +77,8 @@ def check_rating_chain(
         for problem, detail in problems:
             logger.warning("hub %s rating chain at %d: %s: %s", hub_id, index, problem, detail)
             breaks.append(ChainBreakSeen(index, event.event_id, problem, detail))
+        if index < 1:
+            continue  # unreadable: nothing to keep as a link
         if index not in fresh and link_at(index) is None:
             fresh[index] = link
             links.append(SeenLink(index, link, event.event_id))

@@ -60,8 +60,8 @@ def _send(store: BatchStore, *events: WireEvent, base: int) -> None:
 
 def test_store_records_edited_data_and_a_rewritten_index(store: BatchStore) -> None:
     """An honest chain leaves no break and moves the head; a rating whose data was
-    changed after sealing, and an index sent again with another link, are each
-    recorded as a break and the events are still stored."""
+    changed after sealing, an index sent again with another link, and a rating event
+    without its chain are each recorded as a break, and the events are still stored."""
     first, second = _rating(1, "满意"), _rating(2, "不满意")
     link1 = next_link(SHA256, genesis(SHA256, HUB), first)
     link2 = next_link(SHA256, link1, second)
@@ -84,9 +84,12 @@ def test_store_records_edited_data_and_a_rewritten_index(store: BatchStore) -> N
         _event(4, 2, link1, other_second, rewritten),
         base=2,
     )
+    unreadable = _event(5, 4, link3, third, link3).model_copy(update={"data": {"rating": third}})
+    _send(store, unreadable, base=4)
     status = store.hub_status(HUB)
 
     assert (honest["head_index"], honest["head_link"], honest["breaks"]) == (2, link2, 0)
     found = {(b["chain_index"], b["problem"]) for b in status["rating_chain"]["recent_breaks"]}
-    assert found == {(3, "link_mismatch"), (2, "index_rewritten")}
-    assert status["events_stored"]["rating"] == 4
+    assert found == {(3, "link_mismatch"), (2, "index_rewritten"), (-1, "unreadable")}
+    assert status["rating_chain"]["head_index"] == 3
+    assert status["events_stored"]["rating"] == 5
