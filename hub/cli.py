@@ -120,6 +120,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_devices_parser(commands)
 
+    from hub.ratings.cli import add_parser as add_ratings_parser
+
+    add_ratings_parser(commands)
+
     rules = commands.add_parser("rules", help="work with the hall's rules")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
     replay = rule_commands.add_parser(
@@ -191,6 +195,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hub.alerts.cli import run as run_alerts_command
 
         return run_alerts_command(args)
+    if args.command == "ratings":
+        from hub.ratings.cli import run as run_ratings_command
+
+        return run_ratings_command(args)
     if args.command == "rules":
         return _rules_replay(args)
     from hub.ops.cli import COMMANDS as OPERATIONS_COMMANDS

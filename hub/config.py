@@ -18,6 +18,7 @@ from hub.alerts.settings import AlertsSection
 from hub.errors import ConfigError
 from hub.events import Lane
 from hub.ops.settings import OperationsSection
+from hub.ratings.settings import RatingsSection
 from hub.yamlfile import Location, describe_errors, line_of, read_yaml
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -166,6 +167,7 @@ class HubConfig(_Section):
     devices: list[DeviceSpec] = []
     alerts: AlertsSection = AlertsSection()
     operations: OperationsSection = OperationsSection()
+    ratings: RatingsSection = RatingsSection()
     _source: Path | None = PrivateAttr(default=None)
     _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
 

@@ -28,6 +28,7 @@ from hub.alerts.mobile import PAGE as MOBILE_PAGE
 from hub.alerts.mobile import csrf_matches, mobile_routes
 from hub.ops.routes import operations_routes
 from hub.quarantine_api import quarantine_routes
+from hub.ratings.api import rating_routes
 from hub.tokens import token_matches
 from sync.outbox import pending_lags
 from sync.poison import set_aside_summary
@@ -124,6 +125,7 @@ def create_app(service: HubService) -> Starlette:
         *quarantine_routes(service),
         Route("/api/rules", rules),
         *operations_routes(service),
+        *rating_routes(service),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(TokenAuth, token=service.token)

@@ -49,6 +49,7 @@ from hub.mqtt_auth import HALL_IT_TEAM
 from hub.ops.lifecycle import operation_tasks
 from hub.ops.migrations import migrate_existing, stamp_new
 from hub.ops.retention import Retention
+from hub.ratings import RatingDesk
 from hub.statelock import StateLock
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
@@ -156,6 +157,15 @@ class HubService:
         self.device_commands = DeviceCommands(
             self.registry, self.journal, self.clock, self.ingest.publish, root
         )
+        self.ratings = RatingDesk(
+            self.journal,
+            self.clock,
+            self.calendar,
+            self.alerts,
+            self.audit,
+            config.ratings,
+            state_dir,
+        )
         self.rules = RuleRunner(
             journal=self.journal,
             clock=self.clock,
@@ -228,6 +238,7 @@ class HubService:
         await self.commissioning.open()
         await self.device_commands.open()
         await self.crews.start()
+        await self.ratings.start()
 
         def hand_over(events: list[Event]) -> None:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
@@ -248,6 +259,8 @@ class HubService:
         self._tasks.start("rules-timers", self.rules.run())
         for name, work in operation_tasks(self):
             self._tasks.start(name, work)
+        self._tasks.start("ratings-pads", self.ratings.follow_pads())
+        self._tasks.start("ratings-sweeps", self.ratings.run_sweeps())
         await self._start_console()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
 

@@ -31,6 +31,7 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.events import LANE_ORDER, Lane
+from sync.rating_chain import RECENT_BREAKS, chain_status, check_rating_chain
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +67,22 @@ CREATE TABLE IF NOT EXISTS tombstones (
     PRIMARY KEY (hub_id, epoch, lane, seq)
 );
 CREATE INDEX IF NOT EXISTS events_by_lane ON events (hub_id, lane, epoch, seq);
+CREATE TABLE IF NOT EXISTS rating_links (
+    hub_id       TEXT    NOT NULL,
+    chain_index  INTEGER NOT NULL,
+    link         TEXT    NOT NULL,
+    event_id     TEXT    NOT NULL,
+    PRIMARY KEY (hub_id, chain_index)
+);
+CREATE TABLE IF NOT EXISTS rating_chain_breaks (
+    id           INTEGER PRIMARY KEY,
+    hub_id       TEXT    NOT NULL,
+    chain_index  INTEGER NOT NULL,
+    event_id     TEXT    NOT NULL,
+    problem      TEXT    NOT NULL,
+    detail       TEXT    NOT NULL,
+    seen_at      REAL    NOT NULL
+);
 CREATE TABLE IF NOT EXISTS lane_marks (
     hub_id      TEXT    NOT NULL,
     epoch       INTEGER NOT NULL,
@@ -219,7 +236,25 @@ class SQLiteBatchStore:
             tombstones = self._conn.execute(
                 "SELECT lane, COUNT(*) FROM tombstones WHERE hub_id = ? GROUP BY lane", (hub_id,)
             ).fetchall()
-        return status_document(hub_id, marks, counts, tombstones)
+            chain = self._chain_status(hub_id)
+        return {**status_document(hub_id, marks, counts, tombstones), "rating_chain": chain}
+
+    def _chain_status(self, hub_id: str) -> dict[str, Any]:
+        conn = self._conn
+        head = conn.execute(
+            "SELECT chain_index, link FROM rating_links WHERE hub_id = ?"
+            " ORDER BY chain_index DESC LIMIT 1",
+            (hub_id,),
+        ).fetchone()
+        count = conn.execute(
+            "SELECT COUNT(*) FROM rating_chain_breaks WHERE hub_id = ?", (hub_id,)
+        ).fetchone()[0]
+        recent = conn.execute(
+            "SELECT chain_index, event_id, problem, detail, seen_at FROM rating_chain_breaks"
+            " WHERE hub_id = ? ORDER BY id DESC LIMIT ?",
+            (hub_id, RECENT_BREAKS),
+        ).fetchall()
+        return chain_status(tuple(head) if head else None, int(count), recent)
 
     def last_contact(self) -> dict[str, float]:
         """When each hub's lanes last moved (seeds the silence watch at start)."""
@@ -248,6 +283,8 @@ class SQLiteBatchStore:
         inserted = _insert_events(conn, hub_id, walk.events, stored_at)
         for tombstone in walk.tombstones:
             _insert_tombstone(conn, hub_id, epoch, lane, tombstone, stored_at)
+        if lane is Lane.RATING:
+            _keep_rating_chain(conn, hub_id, walk.events, stored_at)
         outcome = walk.outcome(inserted)
         hwm, repeats, duplicates = outcome.hwm, outcome.repeats, outcome.duplicates
         conn.execute(
@@ -341,6 +378,30 @@ def _insert_events(
         ],
     )
     return conn.total_changes - before
+
+
+def _keep_rating_chain(
+    conn: sqlite3.Connection, hub_id: str, events: list[WireEvent], stored_at: float
+) -> None:
+    """Check the batch's rating events against the links held; keep links and breaks."""
+
+    def link_at(index: int) -> str | None:
+        row = conn.execute(
+            "SELECT link FROM rating_links WHERE hub_id = ? AND chain_index = ?", (hub_id, index)
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    check = check_rating_chain(hub_id, events, link_at)
+    conn.executemany(
+        "INSERT INTO rating_links (hub_id, chain_index, link, event_id) VALUES (?, ?, ?, ?)"
+        " ON CONFLICT DO NOTHING",
+        [(hub_id, seen.index, seen.link, seen.event_id) for seen in check.links],
+    )
+    conn.executemany(
+        "INSERT INTO rating_chain_breaks (hub_id, chain_index, event_id, problem, detail,"
+        " seen_at) VALUES (?, ?, ?, ?, ?, ?)",
+        [(hub_id, b.index, b.event_id, b.problem, b.detail, stored_at) for b in check.breaks],
+    )
 
 
 def _insert_tombstone(

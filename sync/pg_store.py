@@ -26,6 +26,7 @@ from sync.city_store import (
     walk_lane,
 )
 from sync.errors import StoreUnavailable
+from sync.rating_chain import RECENT_BREAKS, chain_status, check_rating_chain
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,22 @@ SCHEMA = (
         reason       TEXT             NOT NULL,
         stored_at    DOUBLE PRECISION NOT NULL,
         PRIMARY KEY (hub_id, epoch, lane, seq)
+    )""",
+    """CREATE TABLE IF NOT EXISTS rating_links (
+        hub_id       TEXT   NOT NULL,
+        chain_index  BIGINT NOT NULL,
+        link         TEXT   NOT NULL,
+        event_id     TEXT   NOT NULL,
+        PRIMARY KEY (hub_id, chain_index)
+    )""",
+    """CREATE TABLE IF NOT EXISTS rating_chain_breaks (
+        id           BIGSERIAL PRIMARY KEY,
+        hub_id       TEXT             NOT NULL,
+        chain_index  BIGINT           NOT NULL,
+        event_id     TEXT             NOT NULL,
+        problem      TEXT             NOT NULL,
+        detail       TEXT             NOT NULL,
+        seen_at      DOUBLE PRECISION NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS lane_marks (
         hub_id      TEXT             NOT NULL,
@@ -120,7 +137,26 @@ class PostgresBatchStore:
             tombstones = self._conn.execute(
                 "SELECT lane, COUNT(*) FROM tombstones WHERE hub_id = %s GROUP BY lane", (hub_id,)
             ).fetchall()
-        return status_document(hub_id, marks, counts, tombstones)
+            chain = self._chain_status(hub_id)
+        return {**status_document(hub_id, marks, counts, tombstones), "rating_chain": chain}
+
+    def _chain_status(self, hub_id: str) -> dict[str, Any]:
+        conn = self._conn
+        head = conn.execute(
+            "SELECT chain_index, link FROM rating_links WHERE hub_id = %s"
+            " ORDER BY chain_index DESC LIMIT 1",
+            (hub_id,),
+        ).fetchone()
+        count = conn.execute(
+            "SELECT COUNT(*) FROM rating_chain_breaks WHERE hub_id = %s", (hub_id,)
+        ).fetchone()
+        recent = conn.execute(
+            "SELECT chain_index, event_id, problem, detail, seen_at FROM rating_chain_breaks"
+            " WHERE hub_id = %s ORDER BY id DESC LIMIT %s",
+            (hub_id, RECENT_BREAKS),
+        ).fetchall()
+        head_pair = (int(head[0]), str(head[1])) if head else None
+        return chain_status(head_pair, int(count[0]) if count else 0, recent)
 
     def last_contact(self) -> dict[str, float]:
         """When each hub's lanes last moved, for the silence watch after a restart."""
@@ -149,6 +185,8 @@ class PostgresBatchStore:
         inserted = sum(self._insert(hub_id, event, stored_at) for event in walk.events)
         for tombstone in walk.tombstones:
             self._insert_tombstone(hub_id, epoch, lane, tombstone, stored_at)
+        if lane is Lane.RATING:
+            self._keep_rating_chain(hub_id, walk.events, stored_at)
         outcome = walk.outcome(inserted)
         conn.execute(
             "UPDATE lane_marks SET hwm = %s, repeats = repeats + %s,"
@@ -165,6 +203,31 @@ class PostgresBatchStore:
             ),
         )
         return outcome
+
+    def _keep_rating_chain(self, hub_id: str, events: list[WireEvent], stored_at: float) -> None:
+        """Check the batch's rating events against the links held; keep links and breaks."""
+        conn = self._conn
+
+        def link_at(index: int) -> str | None:
+            row = conn.execute(
+                "SELECT link FROM rating_links WHERE hub_id = %s AND chain_index = %s",
+                (hub_id, index),
+            ).fetchone()
+            return None if row is None else str(row[0])
+
+        check = check_rating_chain(hub_id, events, link_at)
+        for seen in check.links:
+            conn.execute(
+                "INSERT INTO rating_links (hub_id, chain_index, link, event_id)"
+                " VALUES (%s, %s, %s, %s) ON CONFLICT DO NOTHING",
+                (hub_id, seen.index, seen.link, seen.event_id),
+            )
+        for found in check.breaks:
+            conn.execute(
+                "INSERT INTO rating_chain_breaks (hub_id, chain_index, event_id, problem,"
+                " detail, seen_at) VALUES (%s, %s, %s, %s, %s, %s)",
+                (hub_id, found.index, found.event_id, found.problem, found.detail, stored_at),
+            )
 
     def _insert(self, hub_id: str, event: WireEvent, stored_at: float) -> bool:
         cursor = self._conn.execute(

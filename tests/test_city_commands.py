@@ -260,7 +260,7 @@ async def test_city_queries_hub_state_and_events(
             row[0] for row in conn.execute("SELECT alert_id FROM alerts WHERE state = 'open'")
         }
     assert {alert["alert_id"] for alert in state["open_alerts"]} == active
-    assert [e["seq"] for e in events["events"]] == [2, 3]
+    assert [e["seq"] for e in events["events"]] == [2, 3, 4, 5, 6]
     assert events["events"][0]["data"]["level"] == "基本满意"
 
 

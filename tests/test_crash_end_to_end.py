@@ -8,6 +8,7 @@ with each lane's sequence contiguous from 1.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sqlite3
@@ -25,6 +26,7 @@ import yaml
 
 from hub.broker import ManagedBroker
 from hub.events import device_event_id
+from hub.ratings.views import verify
 from sync.keys import add_key
 from tests.conftest import free_port
 from tests.hubkit import DeviceClient
@@ -187,15 +189,20 @@ def test_kill_9_of_the_hub_loses_nothing_and_duplicates_nothing(
 
     city = tmp_path / "city.sqlite3"
     wanted = {*published, probe}
+    rating_ids = "SELECT event_id FROM events WHERE lane = 'rating'"
+    recorded = "SELECT COUNT(*) FROM events WHERE type = 'rating_recorded'"
+    pad_ratings = "SELECT COUNT(*) FROM events WHERE type = 'rating'"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
         at_city = {row[0] for row in read(city, "SELECT event_id FROM events")}
-        if wanted <= at_city:
+        # The hub journals a rating_recorded event (the chained rating) after each pad
+        # rating, so its rating lane still grows for a moment after the last press.
+        all_chained = read(journal, recorded)[0][0] == read(journal, pad_ratings)[0][0]
+        if all_chained and wanted | {row[0] for row in read(journal, rating_ids)} <= at_city:
             break
         time.sleep(0.5)
 
     assert len(published) == len(PADS) * RATINGS_PER_PAD
-    rating_ids = "SELECT event_id FROM events WHERE lane = 'rating'"
     journal_ids = {row[0] for row in read(journal, rating_ids)}
     city_ids = [row[0] for row in read(city, rating_ids)]
     assert published, "nothing was published"
@@ -206,3 +213,9 @@ def test_kill_9_of_the_hub_loses_nothing_and_duplicates_nothing(
         row[0] for row in read(city, "SELECT seq FROM events WHERE lane = 'rating' ORDER BY seq")
     ]
     assert seqs == list(range(1, len(journal_ids) + 1)), "rating lane has gaps at the city"
+    chained = [str(row[0]).rsplit(":", 1)[1] for row in read(journal, "SELECT source FROM ratings")]
+    assert len(chained) == len(set(chained)) == read(journal, pad_ratings)[0][0]
+    assert set(published) <= set(chained), "a pad rating was not chained"
+    with contextlib.closing(sqlite3.connect(f"file:{journal}?mode=ro", uri=True)) as conn:
+        assert verify(conn, HUB_ID)["ok"], "the rating chain does not verify after kill -9"
+    assert read(city, "SELECT COUNT(*) FROM rating_chain_breaks")[0][0] == 0

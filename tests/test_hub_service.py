@@ -204,7 +204,8 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
         alert = await eventually(lambda: _alerts_for(service, "hall_it"))
         uplink = service.uplink
         assert uplink is not None
-        await eventually(lambda: uplink.status()["rating"]["acked_seq"] == 2)
+        # Two pad ratings and the two rating_recorded events that chain them.
+        await eventually(lambda: uplink.status()["rating"]["acked_seq"] == 4)
         async with httpx.AsyncClient(base_url=service.console_url) as http:
             auth = {"Authorization": f"Bearer {service.token}"}
             sync = (await http.get("/api/sync", headers=auth)).json()
@@ -236,7 +237,7 @@ async def test_rating_the_city_refuses_is_quarantined_with_an_alert(
     assert "rating" in table and "quarantined (open): 1" in table
     assert f"quarantined rating seq 1 {poison}" in table
     assert as_json["set_aside"]["quarantined_open"] == 1
-    assert as_json["lanes"]["rating"]["acked_seq"] == 2
+    assert as_json["lanes"]["rating"]["acked_seq"] == 4
     assert resolve_code == 0 and "resolved by it-wang" in resolved
     assert after["set_aside"]["quarantined_open"] == 0
     assert after["set_aside"]["quarantine"][0]["resolution"] == "entered at the city"
@@ -258,9 +259,11 @@ def _alerts_for(hub: HubService, team: str) -> list[dict[str, object]]:
 
 
 def store_counts(path: Path) -> tuple[int, int]:
-    """Rating events and tombstones the city holds."""
+    """Pad rating events and tombstones the city holds."""
     with sqlite3.connect(path) as conn:
-        events = conn.execute("SELECT COUNT(*) FROM events WHERE lane = 'rating'").fetchone()[0]
+        events = conn.execute(
+            "SELECT COUNT(*) FROM events WHERE lane = 'rating' AND type = 'rating'"
+        ).fetchone()[0]
         tombstones = conn.execute("SELECT COUNT(*) FROM tombstones").fetchone()[0]
     conn.close()
     return int(events), int(tombstones)
