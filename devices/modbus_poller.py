@@ -39,6 +39,7 @@ from devices.errors import (
 )
 from devices.profiles import DeviceModel, ModbusSpec
 from devices.registers import BIT_TABLES, ReadBlock, RegisterValue, decode_block, plan_reads
+from hub import metrics
 from hub.clock import Clock
 
 logger = logging.getLogger(__name__)
@@ -205,7 +206,8 @@ class ModbusPoller:
         }[block.table]
         request = read(block.address, count=block.count, device_id=self.unit_id)
         try:
-            response = await _guarded(request, self.spec.timeout + 1.0)
+            with metrics.MODBUS_LATENCY.labels(block.table).time():
+                response = await _guarded(request, self.spec.timeout + 1.0)
         except (ModbusIOException, TimeoutError) as exc:
             self._disconnect()  # a late reply must not be taken for the next request's
             raise self._read_error(ModbusTimeout, block, "no reply") from exc

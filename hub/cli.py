@@ -103,15 +103,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_alerts_parser(commands)
 
-    rules = commands.add_parser("rules", help="work with the hall's rules")
-    rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
-    replay = rule_commands.add_parser(
-        "replay", help="preview a candidate rule set against journaled events (no side effects)"
-    )
-    replay.add_argument("--config", type=Path, required=True, metavar="FILE")
-    replay.add_argument("--from", dest="start", required=True, metavar="DATE")
-    replay.add_argument("--to", dest="end", required=True, metavar="DATE")
-    replay.add_argument("--rules", type=Path, required=True, metavar="DIR")
+    from hub.console_cli import add_rules_parser, add_sync_drain_parser, add_users_parser
+
+    add_sync_drain_parser(sync_commands)
+    add_rules_parser(commands)
+    add_users_parser(commands)
 
     # Its options belong to sync.receiver; they are passed through unparsed.
     commands.add_parser(
@@ -164,16 +160,28 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_simulate(args))
     if args.command == "enroll":
         return _enroll(args)
-    if args.command == "sync":
+    if args.command == "sync" and args.sync_command == "status":
         return _sync_status(args)
+    if args.command in ("sync", "rules", "users"):
+        return _console_command(args)
 
     if args.command == "alerts":
         from hub.alerts.cli import run as run_alerts_command
 
         return run_alerts_command(args)
-    if args.command == "rules":
-        return _rules_replay(args)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _console_command(args: argparse.Namespace) -> int:
+    from hub import console_cli
+
+    if args.command == "users":
+        return console_cli.run_users(args)
+    if args.command == "sync":
+        return console_cli.run_sync_drain(args)
+    if args.rules_command == "replay":
+        return _rules_replay(args)
+    return console_cli.run_rules(args)
 
 
 def _rules_replay(args: argparse.Namespace) -> int:
