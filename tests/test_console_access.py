@@ -15,11 +15,11 @@ import pytest
 from starlette.routing import Route
 
 from hub.broker import ManagedBroker
-from hub.console_access import ConsoleAccounts
+from hub.console_access import ConsoleAccounts, role_allows
 from hub.service import HubService
 from hub.sessions import FAILURES_ALLOWED, SESSION_COOKIE
-from hub.users import UserError, UserStore
-from tests.hubkit import DeviceClient, hub_config
+from hub.users import Role, UserError, UserStore
+from tests.hubkit import DeviceClient, hub_config, running_hub
 
 DEVICES = [
     {"id": "alarm-1", "model": "toilet-alarm-ta1", "zone": "f1-accessible-wc", "floor": 1},
@@ -32,15 +32,11 @@ PASSWORD = "correct horse battery"
 async def hub(
     broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
 ) -> AsyncIterator[HubService]:
-    root = unique_topic_root.replace("/", "-")
     users = UserStore.in_state_dir(tmp_path / "hub")
     for name, role in (("ops", "operator"), ("eve", "viewer"), ("chief", "admin")):
         users.add(name, role, PASSWORD)
-    service = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES))
-    await service.start()
-    assert service.ingest.wait_subscribed(10)
-    yield service
-    await service.stop()
+    async with running_hub(broker.port, tmp_path / "hub", unique_topic_root, DEVICES) as service:
+        yield service
 
 
 async def sign_in(http: httpx.AsyncClient, name: str, password: str = PASSWORD) -> str:
@@ -243,3 +239,25 @@ async def test_rules_switch_validate_and_preview_through_the_api(hub: HubService
     assert broken.status_code == 422 and "line" in " ".join(broken.json()["errors"])
     assert good.status_code == 200 and rule_id in good.json()["rules"]
     assert preview.status_code == 200 and "by_rule" in preview.json()
+
+
+@pytest.mark.parametrize(
+    ("role", "method", "path", "allowed"),
+    [
+        (Role.VIEWER, "GET", "/api/audit", True),
+        (Role.VIEWER, "POST", "/api/alerts/3/acknowledge", False),
+        (Role.VIEWER, "POST", "/logout", True),
+        (Role.CREW, "POST", "/api/alerts/3/acknowledge", True),
+        (Role.CREW, "POST", "/m/alerts/3/ack", True),
+        (Role.CREW, "POST", "/api/silences", False),
+        (Role.OPERATOR, "POST", "/api/silences", True),
+        (Role.OPERATOR, "POST", "/api/rules/validate", True),
+        (Role.OPERATOR, "POST", "/api/rules/toilet-call/disable", False),
+        (Role.ADMIN, "POST", "/api/rules/toilet-call/disable", True),
+    ],
+)
+def test_each_role_may_change_only_its_share(
+    role: Role, method: str, path: str, allowed: bool
+) -> None:
+    """Viewers only read, crews handle alerts, operators run the hall, admins change rules."""
+    assert role_allows(role, method, path) is allowed

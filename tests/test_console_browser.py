@@ -19,7 +19,7 @@ from devices.simulators.hall import SimulatedHall
 from hub.broker import ManagedBroker
 from hub.service import HubService
 from hub.users import UserStore
-from tests.hubkit import hub_config
+from tests.hubkit import running_hub
 
 CHROMIUM = Path("/usr/bin/chromium")
 LAUNCH_ARGS = [
@@ -48,13 +48,12 @@ async def hall(
     )
     await simulated.start()
     UserStore.in_state_dir(tmp_path / "hub").add("hallit", "operator", PASSWORD)
-    config = hub_config(tmp_path / "hub", broker.port, root, simulated.hub_devices_config())
-    service = HubService(config)
-    await service.start()
-    assert service.ingest.wait_subscribed(10)
-    yield service, simulated
-    await service.stop()
-    await simulated.stop()
+    devices = simulated.hub_devices_config()
+    try:
+        async with running_hub(broker.port, tmp_path / "hub", root, devices) as service:
+            yield service, simulated
+    finally:
+        await simulated.stop()
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from hub.cli import main
 from hub.cli_output import Progress, render_table
 from hub.service import HubService
 from hub.users import UserStore
-from tests.hubkit import hub_config
+from tests.hubkit import running_hub
 
 DEVICES = [{"id": "pad-1", "model": "rating-pad-rp5", "zone": "f1-windows", "window": "W1"}]
 
@@ -24,11 +24,8 @@ DEVICES = [{"id": "pad-1", "model": "rating-pad-rp5", "zone": "f1-windows", "win
 async def hub(
     broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
 ) -> AsyncIterator[HubService]:
-    root = unique_topic_root.replace("/", "-")
-    service = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES))
-    await service.start()
-    yield service
-    await service.stop()
+    async with running_hub(broker.port, tmp_path / "hub", unique_topic_root, DEVICES) as service:
+        yield service
 
 
 def _config_file(tmp_path: Path, state_dir: Path, port: int = 8080) -> Path:
