@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from devices.registry import DeviceState
 from hub.alerts.api import json_body
 from hub.errors import ConfigError
 from hub.live import LiveFeedClosedError
@@ -143,7 +144,7 @@ def console_api_routes(service: HubService) -> list[Route]:
     ]
 
 
-def device_settings(device: Any) -> list[dict[str, Any]]:
+def device_settings(device: DeviceState) -> list[dict[str, Any]]:
     """Each setting of a device with where it came from: hall configuration or model file."""
     found = [
         {"name": name, "value": value, "source": "hall configuration"}

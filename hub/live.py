@@ -64,6 +64,10 @@ class LiveFeed:
                 queue.put_nowait(_CLOSED)
         logger.info("live channel: closed %d streams", len(self._subscribers))
 
+    def reopen(self) -> None:
+        """Take new streams again after close_all(accept_new=False)."""
+        self.accepting = True
+
     async def stream(self) -> AsyncIterator[str]:
         """The SSE frames of one page, until it leaves or the feed closes it."""
         if not self.accepting:

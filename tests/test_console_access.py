@@ -136,8 +136,8 @@ async def _first_open_alert(http: httpx.AsyncClient) -> int:
 
 
 async def test_repeated_wrong_passwords_lock_the_sign_in(hub: HubService) -> None:
-    """After a few wrong passwords even the right one is refused (429) for a while, and
-    nothing but the form is reachable without a session."""
+    """After a few wrong passwords even the right one is refused (429) for a while, the
+    form may not be framed by another site, and the API stays closed without a session."""
     async with httpx.AsyncClient(base_url=hub.console_url) as http:
         wrong = [
             (await http.post("/login", data={"user": "ops", "password": "guess-guess-1"}))
@@ -147,6 +147,7 @@ async def test_repeated_wrong_passwords_lock_the_sign_in(hub: HubService) -> Non
         devices = await http.get("/api/devices")
     assert [answer.status_code for answer in wrong] == [401] * FAILURES_ALLOWED
     assert locked.status_code == 429 and int(locked.headers["retry-after"]) > 0
+    assert "frame-ancestors 'none'" in locked.headers["content-security-policy"]
     assert devices.status_code == 401
 
 

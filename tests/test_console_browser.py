@@ -121,7 +121,7 @@ async def test_hall_it_works_the_console_live_in_chromium(
     await expect(page.locator("#live-banner")).to_be_visible()
     await expect(page.locator("#live-banner")).to_contain_text("实时连接已断开")
     await page.screenshot(path=str(ARTIFACTS / "live-banner.png"))
-    hub.live.accepting = True
+    hub.live.reopen()
     await expect(page.locator("#live-banner")).to_be_hidden()
 
     counter = next(info for info in simulated.devices if info.protocol == "modbus")

@@ -25,6 +25,9 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The pages load only the hub's own script and style, and no other site may frame them.
+PAGE_POLICY = "default-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'"
+LOGIN_POLICY = PAGE_POLICY + "; style-src 'unsafe-inline'"
 STATIC_TYPES = {"console.js": "text/javascript", "console.css": "text/css"}
 FORM_LIMIT = 4096
 
@@ -33,7 +36,7 @@ def console_web_routes(service: HubService) -> list[Route]:
     """Sign-in, sign-out, the pages and their static files."""
 
     async def login_form(request: Request) -> Response:
-        return HTMLResponse(render_login(_language(request)))
+        return _login_page(render_login(_language(request)))
 
     async def login(request: Request) -> Response:
         language = _language(request)
@@ -45,13 +48,14 @@ def console_web_routes(service: HubService) -> list[Route]:
 
         if service.accounts.brake.locked(keys) > 0:
             wait = int(service.accounts.brake.locked(keys)) + 1
-            page = render_login(language, "login.locked")
-            return HTMLResponse(page, status_code=429, headers={"Retry-After": str(wait)})
+            page = _login_page(render_login(language, "login.locked"), 429)
+            page.headers["Retry-After"] = str(wait)
+            return page
         user = await asyncio.to_thread(service.accounts.users.verify, name, password)
         if user is None:
             service.accounts.brake.failed(keys)
             logger.warning("console sign-in refused for a user name from %s", client)
-            return HTMLResponse(render_login(language, "login.failed"), status_code=401)
+            return _login_page(render_login(language, "login.failed"), 401)
 
         service.accounts.brake.succeeded(keys)
         session = service.accounts.sessions.open(user.name, user.role, language)
@@ -70,12 +74,12 @@ def console_web_routes(service: HubService) -> list[Route]:
         name = request.path_params["page"]
         if name not in PAGES:
             return HTMLResponse("no such page", status_code=404)
-        return HTMLResponse(render_page(name, _session_view(request), service.config.hub.id))
+        return _page(render_page(name, _session_view(request), service.config.hub.id))
 
     async def device_page(request: Request) -> Response:
         device_id = request.path_params["device_id"]
         view = _session_view(request)
-        return HTMLResponse(render_page("device", view, service.config.hub.id, device_id))
+        return _page(render_page("device", view, service.config.hub.id, device_id))
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
@@ -93,6 +97,16 @@ def console_web_routes(service: HubService) -> list[Route]:
         Route("/ui/devices/{device_id}", device_page),
         Route("/static/{name}", static),
     ]
+
+
+def _page(text: str) -> Response:
+    headers = {"Content-Security-Policy": PAGE_POLICY, "Cache-Control": "no-store"}
+    return HTMLResponse(text, headers=headers)
+
+
+def _login_page(text: str, status: int = 200) -> Response:
+    headers = {"Content-Security-Policy": LOGIN_POLICY, "Cache-Control": "no-store"}
+    return HTMLResponse(text, status_code=status, headers=headers)
 
 
 def _language(request: Request) -> str:
