@@ -64,6 +64,18 @@ class ConsoleAccounts:
         self.sessions = SessionStore(clock)
         self.brake = LoginBrake(clock)
 
+    def session_of(self, session_id: str | None) -> Session | None:
+        """The live session, unless its user was removed or changed password since."""
+        session = self.sessions.find(session_id)
+        if session is None:
+            return None
+        user = self.users.get(session.user)
+        if user is None or user.password_hash != session.credential or user.role != session.role:
+            self.sessions.close(session.session_id)
+            logger.info("session of %s ended: the user changed or was removed", session.user)
+            return None
+        return session
+
     def create_first_admin(self, terminal: TextIO | None = None) -> bool:
         """On first start, create ``admin`` and show its password once on `terminal`.
 
@@ -130,7 +142,7 @@ class ConsoleAccess(BaseHTTPMiddleware):
         token = self._service.token
         if token_matches(token, _bearer(request)):
             return Caller("api-token", Role.ADMIN)
-        session = self._service.accounts.sessions.find(request.cookies.get(SESSION_COOKIE))
+        session = self._service.accounts.session_of(request.cookies.get(SESSION_COOKIE))
         if session is not None:
             return Caller(session.user, session.role, session)
         if token_matches(token, request.cookies.get(TOKEN_COOKIE)) and (

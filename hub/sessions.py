@@ -13,7 +13,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from hub.clock import Clock
-from hub.users import Role
+from hub.users import Role, User
 
 logger = logging.getLogger(__name__)
 
@@ -34,6 +34,7 @@ class Session:
     csrf: str
     language: str
     last_used: float
+    credential: str  # the password hash signed in with: a new password ends the session
 
     def csrf_matches(self, offered: str | None) -> bool:
         """Constant-time check of the CSRF token a request carries."""
@@ -47,15 +48,16 @@ class SessionStore:
         self._clock = clock
         self._sessions: dict[str, Session] = {}
 
-    def open(self, user: str, role: Role, language: str = "zh") -> Session:
+    def open(self, user: User, language: str = "zh") -> Session:
         """A new session for a user who just proved their password."""
         session = Session(
             secrets.token_urlsafe(32),
-            user,
-            role,
+            user.name,
+            user.role,
             secrets.token_urlsafe(32),
             language if language in LANGUAGES else "zh",
             self._clock.monotonic(),
+            user.password_hash,
         )
         self._sessions[session.session_id] = session
         return session
@@ -77,11 +79,6 @@ class SessionStore:
     def close(self, session_id: str) -> None:
         """Sign a session out."""
         self._sessions.pop(session_id, None)
-
-    def close_user(self, user: str) -> None:
-        """Sign a user out everywhere (after a password change or removal)."""
-        for session_id in [s.session_id for s in self._sessions.values() if s.user == user]:
-            del self._sessions[session_id]
 
 
 @dataclass(slots=True)

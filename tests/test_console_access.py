@@ -262,3 +262,21 @@ def test_each_role_may_change_only_its_share(
 ) -> None:
     """Viewers only read, crews handle alerts, operators run the hall, admins change rules."""
     assert role_allows(role, method, path) is allowed
+
+
+async def test_a_new_password_or_removal_ends_open_sessions(hub: HubService) -> None:
+    """Changing a user's password (as `hallhub users passwd` does) or removing the user
+    signs their open browser sessions out at once."""
+    users = UserStore.in_state_dir(hub.config.hub.state_dir)
+    async with (
+        httpx.AsyncClient(base_url=hub.console_url) as eve,
+        httpx.AsyncClient(base_url=hub.console_url) as ops,
+    ):
+        await sign_in(eve, "eve")
+        await sign_in(ops, "ops")
+        before = [(await client.get("/api/devices")).status_code for client in (eve, ops)]
+        users.set_password("eve", "a-new-password-77")
+        users.remove("ops")
+        after = [(await client.get("/api/devices")).status_code for client in (eve, ops)]
+    assert before == [200, 200]
+    assert after == [401, 401]

@@ -58,7 +58,7 @@ def console_web_routes(service: HubService) -> list[Route]:
             return _login_page(render_login(language, "login.failed"), 401)
 
         service.accounts.brake.succeeded(keys)
-        session = service.accounts.sessions.open(user.name, user.role, language)
+        session = service.accounts.sessions.open(user, language)
         await service.audit.record(user.name, "console sign-in", "/login", {"from": client})
         response = RedirectResponse("/ui/overview", status_code=303)
         response.set_cookie(SESSION_COOKIE, session.session_id, httponly=True, samesite="strict")
