@@ -64,6 +64,11 @@ class LiveFeed:
                 queue.put_nowait(_CLOSED)
         logger.info("live channel: closed %d streams", len(self._subscribers))
 
+    @property
+    def pages(self) -> int:
+        """How many streams are open now."""
+        return len(self._subscribers)
+
     def reopen(self) -> None:
         """Take new streams again after close_all(accept_new=False)."""
         self.accepting = True
