@@ -95,6 +95,9 @@ async def test_hall_it_works_the_console_live_in_chromium(
     await page.get_by_role("button", name="登录").click()
     await expect(page).to_have_url(hub.console_url + "ui/overview")
     await expect(page.locator("body[data-live=up]")).to_have_count(1)
+    for zone in {info.zone for info in simulated.devices}:
+        await expect(page.locator("#health")).to_contain_text(zone)
+    await expect(page.locator("#figure-queue")).to_have_text("本网关不提供此功能")
     findings += await serious_violations(page, "overview")
 
     await page.goto(hub.console_url + "ui/devices")
@@ -142,3 +145,5 @@ async def test_hall_it_works_the_console_live_in_chromium(
     await expect(page.locator("#queue-status")).to_have_text("not available on this hub")
 
     assert findings == []
+    acknowledged = [e for e in hub.audit.entries() if e.target.endswith("/acknowledge")]
+    assert [e.actor for e in acknowledged] == ["hallit"]
