@@ -111,7 +111,10 @@ async function showOverview() {
     else place.off += 1;
     places.set(key, place);
   }
-  fillTable("health", [...places.values()].map((p) => [p.floor, p.zone, p.on, p.off]));
+  const byPlace = [...places.values()].sort(
+    (a, b) => String(a.floor).localeCompare(String(b.floor)) || a.zone.localeCompare(b.zone)
+  );
+  fillTable("health", byPlace.map((p) => [p.floor, p.zone, p.on, p.off]));
   setText("figure-queue", queue.status === 200
     ? String(queue.data.categories.reduce((n, c) => n + c.waiting, 0)) : t("not_available"));
   setText("figure-ratings", ratings.status === 200
