@@ -9,7 +9,8 @@ A request is let in by one of:
 * the older token cookie set by ``/?token=``: reading only, plus the phone page's
   own CSRF-checked forms.
 
-``/healthz`` and the sign-in page are open; ``/metrics`` is open only when
+A change whose ``Origin`` header names another site is refused outright, sign-in
+included. ``/healthz`` and the sign-in page are open; ``/metrics`` is open only when
 ``console.metrics_auth`` is false. Every change that succeeds is appended to the
 audit trail with who made it, and announced on the live channel.
 """
@@ -21,6 +22,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
+from urllib.parse import urlsplit
 
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
@@ -118,6 +120,8 @@ class ConsoleAccess(BaseHTTPMiddleware):
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
         path = request.url.path
+        if path == "/login" and request.method == "POST" and not _same_origin(request):
+            return JSONResponse({"error": "cross-site sign-in refused"}, status_code=403)
         if path in OPEN_ROUTES or (path == "/metrics" and not self._metrics_need_auth()):
             return await call_next(request)
         if path in ("/", MOBILE_PAGE) and token_matches(
@@ -153,9 +157,13 @@ class ConsoleAccess(BaseHTTPMiddleware):
 
     def _refusal(self, request: Request, caller: Caller) -> Response | None:
         changing = request.method in CHANGE_METHODS
+        if changing and not _same_origin(request):
+            return JSONResponse({"error": "cross-site request refused"}, status_code=403)
         if changing and caller.session is not None:
             offered = request.headers.get("x-csrf-token") or request.query_params.get("csrf")
-            if not caller.session.csrf_matches(offered):
+            if not (
+                caller.session.csrf_matches(offered) or _mobile_form(request, self._service.token)
+            ):
                 return JSONResponse({"error": "missing or wrong CSRF token"}, status_code=403)
         if not role_allows(caller.role, request.method, request.url.path):
             return JSONResponse(
@@ -172,6 +180,14 @@ class ConsoleAccess(BaseHTTPMiddleware):
             caller.actor, f"console {request.method}", path, {"status": status}
         )
         self._service.live.publish("change", {"path": path, "by": caller.actor})
+
+
+def _same_origin(request: Request) -> bool:
+    """False for a browser request another site started (its Origin names another host)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not sent by browsers' same-origin form posts of old, nor by the CLI
+    return urlsplit(origin).netloc == request.headers.get("host", "")
 
 
 def _refuse_anonymous(request: Request) -> Response:

@@ -280,3 +280,34 @@ async def test_a_new_password_or_removal_ends_open_sessions(hub: HubService) -> 
         after = [(await client.get("/api/devices")).status_code for client in (eve, ops)]
     assert before == [200, 200]
     assert after == [401, 401]
+
+
+async def test_cross_site_posts_are_refused_and_crews_use_the_phone_page(
+    hub: HubService,
+) -> None:
+    """A sign-in or change whose Origin is another site is refused; a crew member signed
+    in with their own account acknowledges through the phone page's own form."""
+    UserStore.in_state_dir(hub.config.hub.state_dir).add("wang", "crew", PASSWORD)
+    alert = await hub.alerts.raise_condition("pad-1", "stuck", "normal", "it", "Pad stuck", None)
+    evil = {"Origin": "http://evil.example"}
+    async with httpx.AsyncClient(base_url=hub.console_url) as http:
+        forged_sign_in = await http.post(
+            "/login", data={"user": "wang", "password": PASSWORD}, headers=evil
+        )
+        csrf = await sign_in(http, "wang")
+        forged_change = await http.post(
+            f"/api/alerts/{alert['alert_id']}/acknowledge",
+            headers={**evil, "X-CSRF-Token": csrf},
+        )
+        page = (await http.get("/m/alerts")).text
+        action = page.split("action='")[1].split("'")[0]
+        acknowledged = await http.post(action, data={"name": "wang"})
+
+    assert forged_sign_in.status_code == 403 and forged_change.status_code == 403
+    assert f"/{alert['alert_id']}/ack?" in action
+    assert acknowledged.status_code == 303
+    with hub.journal.reading() as conn:
+        (state,) = conn.execute(
+            "SELECT state FROM alerts WHERE alert_id = ?", (alert["alert_id"],)
+        ).fetchone()
+    assert state == "acknowledged"
