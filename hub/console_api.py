@@ -94,7 +94,10 @@ def console_api_routes(service: HubService) -> list[Route]:
         return JSONResponse({"settings": device_settings(device)})
 
     async def audit(request: Request) -> Response:
-        since = float(request.query_params.get("since", "0") or 0)
+        try:
+            since = float(request.query_params.get("since") or 0)
+        except ValueError:
+            return JSONResponse({"error": "since must be a Unix time in seconds"}, 400)
         rows = service.audit.entries(since=since)
         return JSONResponse({"entries": [row.__dict__ for row in rows]})
 

@@ -111,11 +111,15 @@ async def test_session_posts_need_the_csrf_token_and_the_role_and_are_audited(
         done = await ops.post(
             f"/api/alerts/{alert_id}/acknowledge", headers={"X-CSRF-Token": ops_csrf}, json={}
         )
+        bad_since = await ops.get("/api/audit?since=yesterday")
+        trail = await ops.get("/api/audit")
 
     assert refused_role.status_code == 403
+    assert bad_since.status_code == 400 and trail.status_code == 200
     assert no_token.status_code == 403 and wrong_token.status_code == 403
     assert done.status_code == 200 and done.json()["alert"]["state"] == "acknowledged"
     entries = hub.audit.entries()
+    assert any(e["actor"] == "ops" for e in trail.json()["entries"])
     assert any(
         e.actor == "ops" and e.target == f"/api/alerts/{alert_id}/acknowledge" for e in entries
     )
