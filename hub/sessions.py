@@ -22,6 +22,7 @@ SESSION_IDLE_SECONDS = 8 * 3600.0  # one working day in the hall
 FAILURES_ALLOWED = 5
 LOCKOUT_SECONDS = 300.0
 LANGUAGES = ("zh", "en")
+TRACKED_LIMIT = 10_000  # failing names and addresses remembered before stale ones go
 
 
 @dataclass(slots=True)
@@ -104,6 +105,8 @@ class LoginBrake:
     def failed(self, keys: tuple[str, ...]) -> None:
         """Count one wrong password against each key; lock a key at the limit."""
         now = self._clock.monotonic()
+        if len(self._failures) > TRACKED_LIMIT:
+            self._forget_stale(now)
         for key in keys:
             failures = self._failures.setdefault(key, _Failures(first_at=now))
             if now - failures.first_at > LOCKOUT_SECONDS:
@@ -113,6 +116,16 @@ class LoginBrake:
                 failures.locked_until = now + LOCKOUT_SECONDS
                 failures.count, failures.first_at = 0, now
                 logger.warning("console sign-in locked for %.0f s", LOCKOUT_SECONDS)
+
+    def _forget_stale(self, now: float) -> None:
+        """Drop keys neither locked nor failing lately, so guessed names cannot pile up."""
+        stale = [
+            key
+            for key, f in self._failures.items()
+            if f.locked_until <= now and now - f.first_at > LOCKOUT_SECONDS
+        ]
+        for key in stale:
+            del self._failures[key]
 
     def succeeded(self, keys: tuple[str, ...]) -> None:
         """Forget the failures of the keys once a sign-in succeeds."""
