@@ -178,7 +178,12 @@ def _devices(t: Any) -> str:
             ["col.device", "col.kind", "col.floor", "col.zone", "col.state", "col.last_values"],
             t,
         )
-        + _table("pending", "devices.pending", ["col.device", "col.kind", "col.zone"], t)
+        + _table(
+            "pending",
+            "devices.pending",
+            ["col.device", "col.kind", "col.zone", "col.actions"],
+            t,
+        )
     )
 
 

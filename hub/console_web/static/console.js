@@ -139,7 +139,20 @@ async function showDevices() {
     ])
   );
   const pending = data.devices.filter((d) => stateOf(d) === "pending");
-  fillTable("pending", pending.map((d) => [d.device_id, d.kind, d.zone]));
+  fillTable(
+    "pending",
+    pending.map((d) => [
+      d.device_id, d.kind, d.zone,
+      button(`${t("action.commission")} ${d.device_id}`, () => commission(d)),
+    ])
+  );
+}
+
+async function commission(device) {
+  const result = await api(`/api/devices/${encodeURIComponent(device.device_id)}/commission`, "POST", {});
+  if (result.status === 404) window.alert(t("not_available"));
+  else if (result.status >= 400) window.alert(`${t("result.failed")}: ${result.data?.error}`);
+  await refresh();
 }
 
 function drawChart(points) {
