@@ -1,7 +1,8 @@
 """Live updates for the console: committed events and console changes, as SSE.
 
-The journal's commit listener (the writer thread) and the console's change routes
-publish here; each open ``/api/events/stream`` gets every message after it connected.
+The journal's commit listener (the writer thread), a look at the alerts table
+each second, and the console's change routes publish here; each open
+``/api/events/stream`` gets every message after it connected.
 A slow browser loses its oldest messages, never slows the hub: the page refetches
 what it shows on every message, so a lost one only delays a refresh.
 """
@@ -15,6 +16,7 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+from hub.clock import Clock
 from hub.events import Event
 from hub.journal import Journal
 
@@ -23,6 +25,7 @@ logger = logging.getLogger(__name__)
 QUEUE_LIMIT = 200
 KEEPALIVE_SECONDS = 15.0
 RETRY_MILLISECONDS = 2000
+ALERTS_LOOK_SECONDS = 1.0
 _CLOSED = None
 
 
@@ -46,6 +49,21 @@ class LiveFeed:
             loop.call_soon_threadsafe(self._publish_events, events)
 
         journal.add_commit_listener(committed)
+
+    async def watch_alerts(self, journal: Journal, clock: Clock) -> None:
+        """Announce alert changes that no device event carries (escalations, handset
+        acknowledgements, holds lifted), by looking at the alerts table each second."""
+        seen: list[tuple[Any, ...]] = []
+        while True:
+            await clock.sleep(ALERTS_LOOK_SECONDS)
+            with journal.reading() as conn:
+                now = conn.execute(
+                    "SELECT state, COUNT(*), MAX(updated_at), SUM(count) FROM alerts"
+                    " GROUP BY state ORDER BY state"
+                ).fetchall()
+            if now != seen and self._subscribers:
+                self.publish("alerts", {"states": {row[0]: row[1] for row in now}})
+            seen = now
 
     def publish(self, topic: str, data: dict[str, Any]) -> None:
         """Send one message to every page (call from the event loop)."""

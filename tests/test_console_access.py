@@ -315,3 +315,23 @@ async def test_cross_site_posts_are_refused_and_crews_use_the_phone_page(
             "SELECT state FROM alerts WHERE alert_id = ?", (alert["alert_id"],)
         ).fetchone()
     assert state == "acknowledged"
+
+
+async def test_live_stream_announces_alert_changes_no_device_event_carries(
+    hub: HubService,
+) -> None:
+    """An alert raised by the hub itself (no device event) reaches open pages too."""
+    with hub.journal.reading() as conn:
+        (before,) = conn.execute("SELECT COUNT(*) FROM alerts WHERE state = 'open'").fetchone()
+    async with httpx.AsyncClient(base_url=hub.console_url, timeout=10) as http:
+        await sign_in(http, "eve")
+        async with http.stream("GET", "/api/events/stream") as stream:
+            lines = stream.aiter_lines()
+            assert (await anext(lines)).startswith("retry:")
+            await hub.alerts.raise_condition("pad-1", "stuck", "normal", "it", "stuck", None)
+            async for line in lines:
+                if line == "event: alerts":
+                    states = json.loads((await anext(lines))[5:])["states"]
+                    if states.get("open", 0) == before + 1:
+                        break
+    assert states["open"] == before + 1

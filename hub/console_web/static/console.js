@@ -356,6 +356,7 @@ function connectLive() {
   });
   source.addEventListener("event", refreshSoon);
   source.addEventListener("change", refreshSoon);
+  source.addEventListener("alerts", refreshSoon);
   source.onerror = () => {
     source.close();
     banner.hidden = false;
