@@ -147,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("rules", "users") or getattr(args, "sync_command", "") == "drain":
+        return _console_command(args)
     if args.command == "demo":
         from hub.demo import run_demo
 
@@ -160,10 +162,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return asyncio.run(_simulate(args))
     if args.command == "enroll":
         return _enroll(args)
-    if args.command == "sync" and args.sync_command == "status":
+    if args.command == "sync":
         return _sync_status(args)
-    if args.command in ("sync", "rules", "users"):
-        return _console_command(args)
 
     if args.command == "alerts":
         from hub.alerts.cli import run as run_alerts_command
