@@ -16,7 +16,6 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from hub.clock import Clock
 from hub.events import Event
 from hub.journal import Journal
 
@@ -50,12 +49,16 @@ class LiveFeed:
 
         journal.add_commit_listener(committed)
 
-    async def watch_alerts(self, journal: Journal, clock: Clock) -> None:
+    async def watch_alerts(self, journal: Journal) -> None:
         """Announce alert changes that no device event carries (escalations, handset
-        acknowledgements, holds lifted), by looking at the alerts table each second."""
+        acknowledgements, holds lifted), by looking at the alerts table each second.
+
+        It sleeps in real time, not on the hub's clock: it serves people watching a
+        screen, and must not add sleepers to a test's ManualClock.
+        """
         seen: list[tuple[Any, ...]] = []
         while True:
-            await clock.sleep(ALERTS_LOOK_SECONDS)
+            await asyncio.sleep(ALERTS_LOOK_SECONDS)
             with journal.reading() as conn:
                 now = conn.execute(
                     "SELECT state, COUNT(*), MAX(updated_at), SUM(count) FROM alerts"

@@ -226,7 +226,7 @@ class HubService:
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
-        self._tasks.start("console-live-alerts", self.live.watch_alerts(self.journal, self.clock))
+        self._tasks.start("console-live-alerts", self.live.watch_alerts(self.journal))
         self._tasks.start("rules-timers", self.rules.run())
         await self._start_console()
         logger.info("hub %s running; console at %s", self.config.hub.id, self.console_url)
