@@ -245,7 +245,8 @@ class ModbusPoller:
 
     async def _read_block(self, block: ReadBlock) -> list[int] | list[bool]:
         try:
-            reply = await self._request(read_request(block.table, block.address, block.count))
+            with metrics.MODBUS_LATENCY.labels(block.table).time():
+                reply = await self._request(read_request(block.table, block.address, block.count))
         except LineTimeout as exc:
             raise self._read_error(ModbusTimeout, block, "no reply") from exc
         except LineGarbled as exc:

@@ -124,15 +124,11 @@ def _parser() -> argparse.ArgumentParser:
 
     add_ratings_parser(commands)
 
-    rules = commands.add_parser("rules", help="work with the hall's rules")
-    rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
-    replay = rule_commands.add_parser(
-        "replay", help="preview a candidate rule set against journaled events (no side effects)"
-    )
-    replay.add_argument("--config", type=Path, required=True, metavar="FILE")
-    replay.add_argument("--from", dest="start", required=True, metavar="DATE")
-    replay.add_argument("--to", dest="end", required=True, metavar="DATE")
-    replay.add_argument("--rules", type=Path, required=True, metavar="DIR")
+    from hub.console_cli import add_rules_parser, add_sync_drain_parser, add_users_parser
+
+    add_sync_drain_parser(sync_commands)
+    add_rules_parser(commands)
+    add_users_parser(commands)
 
     from hub.ops.cli import add_parsers as add_operations_parsers
 
@@ -175,6 +171,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(args: argparse.Namespace) -> int:
+    if args.command in ("rules", "users") or getattr(args, "sync_command", "") == "drain":
+        return _console_command(args)
     if args.command == "demo":
         from hub.demo import run_demo
 
@@ -199,8 +197,6 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hub.ratings.cli import run as run_ratings_command
 
         return run_ratings_command(args)
-    if args.command == "rules":
-        return _rules_replay(args)
     from hub.ops.cli import COMMANDS as OPERATIONS_COMMANDS
 
     if args.command in OPERATIONS_COMMANDS:
@@ -212,6 +208,18 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return run_devices_command(args)
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _console_command(args: argparse.Namespace) -> int:
+    from hub import console_cli
+
+    if args.command == "users":
+        return console_cli.run_users(args)
+    if args.command == "sync":
+        return console_cli.run_sync_drain(args)
+    if args.rules_command == "replay":
+        return _rules_replay(args)
+    return console_cli.run_rules(args)
 
 
 def _rules_replay(args: argparse.Namespace) -> int:

@@ -72,6 +72,7 @@ class ConsoleSection(_Section):
     host: str = LOOPBACK
     port: int = Field(default=8080, ge=0, le=65535)
     token_file: Path | None = None
+    metrics_auth: bool = True  # false lets a Prometheus on the hall LAN scrape without a token
 
 
 class CitySection(_Section):

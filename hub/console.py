@@ -1,10 +1,8 @@
 """The console for hall IT: a web page and a JSON API, served by the hub itself.
 
-Every route except ``/healthz`` needs the API token: as ``Authorization: Bearer
-<token>``, or, for the web page, a cookie set by opening ``/?token=<token>`` once.
-Routes that change state accept only the header, so another site cannot make a
-browser change anything (no cross-site request forgery through the cookie).
-Everything the page needs is served from here: no CDN, no internet.
+Who may call what is decided in hub.console_access (sessions with CSRF tokens,
+the API token, roles, audit); the web pages live in hub.console_web. Everything
+the pages need is served from here: no CDN, no internet.
 """
 
 from __future__ import annotations
@@ -15,21 +13,21 @@ from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from devices.api import device_routes
 from hub import metrics
 from hub.alerts import AlertNotFoundError, list_alerts
 from hub.alerts.api import alert_routes
-from hub.alerts.mobile import PAGE as MOBILE_PAGE
-from hub.alerts.mobile import csrf_matches, mobile_routes
+from hub.alerts.mobile import mobile_routes
+from hub.console_access import ConsoleAccess
+from hub.console_api import console_api_routes
+from hub.console_web import console_web_routes
 from hub.ops.routes import operations_routes
 from hub.quarantine_api import quarantine_routes
 from hub.ratings.api import rating_routes
-from hub.tokens import token_matches
 from sync.outbox import pending_lags
 from sync.poison import set_aside_summary
 
@@ -37,32 +35,6 @@ if TYPE_CHECKING:
     from hub.service import HubService
 
 logger = logging.getLogger(__name__)
-
-COOKIE = "hallhub_token"
-OPEN_ROUTES = frozenset({"/healthz"})
-
-
-class TokenAuth(BaseHTTPMiddleware):
-    """Refuses every request without the hub's token, except the open routes."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        super().__init__(app)
-        self._token = token
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path in OPEN_ROUTES:
-            return await call_next(request)
-        if request.url.path in ("/", MOBILE_PAGE) and token_matches(
-            self._token, request.query_params.get("token")
-        ):
-            return _remember_token(self._token, request.url.path)
-        if token_matches(self._token, _bearer(request)):
-            return await call_next(request)
-        if token_matches(self._token, request.cookies.get(COOKIE)) and (
-            request.method == "GET" or _mobile_form(request, self._token)
-        ):
-            return await call_next(request)
-        return JSONResponse({"error": "authentication required"}, status_code=401)
 
 
 def create_app(service: HubService) -> Starlette:
@@ -126,29 +98,12 @@ def create_app(service: HubService) -> Starlette:
         Route("/api/rules", rules),
         *operations_routes(service),
         *rating_routes(service),
+        *console_web_routes(service),
+        *console_api_routes(service),
     ]
     app = Starlette(routes=routes)
-    app.add_middleware(TokenAuth, token=service.token)
+    app.add_middleware(ConsoleAccess, service=service)
     return app
-
-
-def _bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    scheme, _, credentials = header.partition(" ")
-    return credentials.strip() if scheme.lower() == "bearer" else None
-
-
-def _mobile_form(request: Request, token: str) -> bool:
-    """A phone's form post: under /m/ and carrying the page's CSRF token."""
-    return request.url.path.startswith("/m/") and csrf_matches(
-        token, request.query_params.get("csrf")
-    )
-
-
-def _remember_token(token: str, page: str = "/") -> Response:
-    response = RedirectResponse(page, status_code=303)
-    response.set_cookie(COOKIE, token, httponly=True, samesite="strict")
-    return response
 
 
 async def _json_body(request: Request) -> dict[str, Any]:

@@ -340,7 +340,8 @@ async def run_demo(duration: float | None, state_dir: Path, console_port: int) -
 def _print_banner(hub: HubService, state_dir: Path, duration: float | None) -> None:
     lines = [
         "hallhub demo hall is running.",
-        f"  console:   {hub.console_url}?token={hub.token}",
+        f"  console:   {hub.console_url}login   (user admin, password shown above)",
+        f"  overview:  {hub.console_url}?token={hub.token}",
         f"  API token: {hub.token}   (send as 'Authorization: Bearer <token>')",
         f"  files:     {state_dir}",
         "  Ctrl-C stops it." if duration is None else f"  stopping by itself in {duration:g} s.",

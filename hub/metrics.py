@@ -6,7 +6,7 @@ for counters. Counters are safe to update from any thread.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -61,5 +61,24 @@ MODBUS_POLLS = Counter(
     "hallhub_modbus_polls",
     "Modbus polls, by result: ok, exception_reply, timeout, link_error, bad_reply, bad_value.",
     ["result"],
+    registry=REGISTRY,
+)
+SYNC_LAG = Gauge(
+    "hallhub_sync_lag_seconds",
+    "Age of the oldest event the city has not acknowledged yet, per lane (0 when none).",
+    ["lane"],
+    registry=REGISTRY,
+)
+MODBUS_LATENCY = Histogram(
+    "hallhub_modbus_request_duration_seconds",
+    "Time from sending a Modbus read to its reply (or failure), by register table.",
+    ["table"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    registry=REGISTRY,
+)
+SQLITE_WRITTEN = Counter(
+    "hallhub_sqlite_written_bytes",
+    "Bytes SQLite appended to the journal's write-ahead log: flash wear on the hall box."
+    " Use increase(...[1d]) for bytes per day.",
     registry=REGISTRY,
 )

@@ -29,7 +29,6 @@ from devices.modbus_units import modbus_pollers
 from devices.mqtt_ingest import BrokerSettings, MqttIngest
 from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
-from hub import metrics
 from hub.alerts import DevicePlace, list_alerts
 from hub.alerts.crews import CrewAlerts
 from hub.audit import AuditTrail
@@ -42,9 +41,13 @@ from hub.calendar import (
 )
 from hub.clock import Clock, SystemClock
 from hub.config import CitySection, HubConfig
+from hub.console_access import ConsoleAccounts
 from hub.errors import ConfigError, HallhubError, JournalError
 from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
+from hub.gauges import WalMeter
+from hub.gauges import sample as sample_gauges
 from hub.journal import Journal, read_lane
+from hub.live import LiveFeed
 from hub.mqtt_auth import HALL_IT_TEAM
 from hub.ops.lifecycle import operation_tasks
 from hub.ops.migrations import migrate_existing, stamp_new
@@ -166,6 +169,8 @@ class HubService:
             config.ratings,
             state_dir,
         )
+        self.live = LiveFeed()  # the console's live updates
+        self.accounts = ConsoleAccounts(state_dir, self.clock)
         self.rules = RuleRunner(
             journal=self.journal,
             clock=self.clock,
@@ -224,6 +229,7 @@ class HubService:
         state_dir.mkdir(parents=True, exist_ok=True)
         self._state_lock.acquire()
         self.token = load_or_create_token(self.config.console.token_file or state_dir / "api-token")
+        self.accounts.create_first_admin()
 
     def _start_managed_broker(self) -> Broker:
         mqtt = self.config.mqtt
@@ -244,6 +250,7 @@ class HubService:
             loop.call_soon_threadsafe(self._committed.put_nowait, events)
 
         self.journal.add_commit_listener(hand_over)
+        self.live.follow(self.journal, loop)
         await self.rules.start()
 
         def taken_over() -> None:
@@ -256,6 +263,7 @@ class HubService:
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
         self._tasks.start("device-commands", self.device_commands.run())
+        self._tasks.start("console-live-alerts", self.live.watch_alerts(self.journal))
         self._tasks.start("rules-timers", self.rules.run())
         for name, work in operation_tasks(self):
             self._tasks.start(name, work)
@@ -296,6 +304,7 @@ class HubService:
         console, self._console = self._console, None
         if console is None:
             return
+        self.live.close_all(accept_new=False)  # open streams would hold the server up
         console.should_exit = True
         for _ in range(200):  # uvicorn checks should_exit every 0.1 s
             if not console.started or console.servers == [] or _closed(console):
@@ -616,14 +625,12 @@ class HubService:
         await self.rules.on_event(event, device.spec.zone if device else "")
 
     async def _watch_health(self) -> None:
+        wal = WalMeter(self.journal.path)
         while True:
             await self.clock.sleep(HEALTH_CHECK_INTERVAL)
             for change in self.registry.expire(self.clock.monotonic()):
                 await self._journal_health(change)
-            metrics.DEVICES_ONLINE.set(self.registry.online_count())
-            if self.uplink is not None:
-                for lane, row in self.uplink.status().items():
-                    metrics.SYNC_BACKLOG.labels(lane).set(row["backlog"])
+            sample_gauges(self, wal)
 
     async def _journal_health(self, change: HealthChange) -> None:
         device = self.registry.get(change.device_id)

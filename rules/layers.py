@@ -4,7 +4,9 @@ Precedence, lowest first:
 
 1. ``pack``: the hall rule pack shipped with hallhub (``rules/pack/hall.yaml``);
 2. ``city``: the city's baseline, a folder the sync fills (``<state dir>/city-rules``);
-3. ``hall``: the hall's own files (``rule_files`` in the hall configuration).
+3. ``hall``: the hall's own files (``rule_files`` in the hall configuration);
+4. ``console``: rules hall IT switched on or off in the console
+   (``<state dir>/console-rules``, see rules.switches).
 
 A later layer may add rules, replace a rule by giving one with the same id, or
 change single settings of an earlier rule under ``overrides:`` (for example a
@@ -34,6 +36,7 @@ logger = logging.getLogger(__name__)
 
 Layer = tuple[str, Path]
 CITY_RULES_DIR = "city-rules"
+CONSOLE_RULES_DIR = "console-rules"
 
 
 def shipped_pack() -> Path:
@@ -47,6 +50,7 @@ def hall_layers(state_dir: Path, hall_files: list[Path]) -> list[Layer]:
         ("pack", shipped_pack()),
         ("city", state_dir / CITY_RULES_DIR),
         *(("hall", path) for path in hall_files),
+        ("console", state_dir / CONSOLE_RULES_DIR),
     ]
 
 
@@ -72,7 +76,7 @@ def layer_files(layers: list[Layer]) -> list[tuple[str, Path]]:
     for name, path in layers:
         if path.is_dir():
             found.extend((name, file) for file in sorted(path.glob("*.yaml")))
-        elif path.exists() or name != "city":
+        elif path.exists() or name not in ("city", "console"):
             found.append((name, path))
     return found
 

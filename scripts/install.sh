@@ -9,7 +9,7 @@
 # ports they pick.
 #
 # Usage: scripts/install.sh [--with-browser]
-#   --with-browser   also install chromium (for browser tests of the console)
+#   --with-browser   also install chromium and a Chinese font (browser tests of the console)
 set -euo pipefail
 
 export DEBIAN_FRONTEND=noninteractive
@@ -31,7 +31,7 @@ fail() {
 parse_args() {
     for arg in "$@"; do
         case "$arg" in
-            --with-browser) PACKAGES+=(chromium) ;;
+            --with-browser) PACKAGES+=(chromium fonts-wqy-microhei) ;;
             -h | --help)
                 sed -n '2,10p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
                 exit 0

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
 from hub.config import HubConfig
+from hub.service import HubService
 
 
 def hub_config(
@@ -93,3 +95,18 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         await asyncio.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def running_hub(
+    broker_port: int, state_dir: Path, topic_root: str, devices: list[dict[str, Any]]
+) -> AsyncIterator[HubService]:
+    """A started hub (its MQTT subscription acknowledged), stopped on leaving."""
+    root = topic_root.replace("/", "-")
+    service = HubService(hub_config(state_dir, broker_port, root, devices))
+    await service.start()
+    try:
+        assert service.ingest.wait_subscribed(10)
+        yield service
+    finally:
+        await service.stop()

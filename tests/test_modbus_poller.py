@@ -357,3 +357,29 @@ async def test_cancelling_the_poller_always_stops_it(counter: SimulatedPeopleCou
         async with asyncio.timeout(2.0):
             await asyncio.gather(task, return_exceptions=True)
         assert task.cancelled()
+
+
+async def test_each_read_is_timed_in_the_latency_histogram(
+    counter: SimulatedPeopleCounter,
+) -> None:
+    """Every Modbus read the poller makes adds one observation to
+    hallhub_modbus_request_duration_seconds for its register table."""
+    from hub import metrics
+
+    def observed() -> float:
+        value = metrics.REGISTRY.get_sample_value(
+            "hallhub_modbus_request_duration_seconds_count", {"table": "holding"}
+        )
+        return value or 0.0
+
+    before = observed()
+    recorder = Recorder()
+    poller = ModbusPoller(
+        "pc-test", tcp_line(counter.port), UNIT_ID, counter.model, InstantClock(),
+        recorder.on_reading, recorder.on_health,
+    )  # fmt: skip
+    task = await run_poller(poller)
+    await wait_until(lambda: len(recorder.readings) >= 2)
+    await stop(task)
+
+    assert observed() - before >= len(recorder.readings)

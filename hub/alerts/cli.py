@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 
 from hub.alerts.errors import AlertError
+from hub.cli_output import emit
 
 TIMEOUT = 10.0
+LIST_COLUMNS = ["alert_id", "state", "severity", "team", "count", "message", "hold_reason"]
 
 
 def add_parser(commands: Any) -> None:
@@ -28,6 +30,7 @@ def add_parser(commands: Any) -> None:
 
     listing = actions.add_parser("list", help="active alerts (--all for resolved ones too)")
     listing.add_argument("--all", action="store_true")
+    listing.add_argument("--json", action="store_true", help="print JSON instead of a table")
     for name in ("ack", "resolve"):
         act = actions.add_parser(name, help=f"{name} an alert by id")
         act.add_argument("alert_id", type=int)
@@ -47,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT) as api:
         if args.alerts_command == "list":
             query = "" if args.all else "?active=1"
-            _print_alerts(_call(api, "GET", f"/api/alerts{query}")["alerts"])
+            alerts = _call(api, "GET", f"/api/alerts{query}")["alerts"]
+            emit({"alerts": alerts}, alerts, LIST_COLUMNS, args.json)
             return 0
         if args.alerts_command in ("ack", "resolve"):
             action = "acknowledge" if args.alerts_command == "ack" else "resolve"
@@ -95,15 +99,3 @@ def _call(
     if response.is_error:
         raise AlertError(f"hub answered {response.status_code}: {reply.get('error', reply)}")
     return reply
-
-
-def _print_alerts(alerts: list[dict[str, Any]]) -> None:
-    if not alerts:
-        sys.stdout.write("no alerts\n")
-        return
-    for alert in alerts:
-        held = f"  (held: {alert['hold_reason']})" if alert.get("hold_reason") else ""
-        sys.stdout.write(
-            f"{alert['alert_id']:>5}  {alert['state']:<12} {alert['severity']:<7}"
-            f" {alert['team']:<14} x{alert['count']:<4} {alert['message']}{held}\n"
-        )
