@@ -130,7 +130,7 @@ def test_a_whole_demo_run_logs_no_secret(tmp_path: Path) -> None:
     assert "reconciliation" in json.loads(finished.stdout), finished.stderr[-2000:]
     secrets = demo_secrets(state_dir)
     token = (state_dir / "hub" / "api-token").read_text().strip()
-    banner = re.compile(rf"^  (console: .*\?token={token}|API token: {token} .*)$")
+    banner = re.compile(rf"^  (overview: .*\?token={token}|API token: {token} .*)$")
     texts = {"stdout": finished.stdout, "stderr": finished.stderr}
     texts |= {str(path): path.read_text(errors="replace") for path in state_dir.rglob("*.log")}
 

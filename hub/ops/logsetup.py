@@ -68,19 +68,40 @@ class JsonLinesFormatter(logging.Formatter):
         return mask(json.dumps(entry, ensure_ascii=False))
 
 
+class _StandardError(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is when a line is logged, not when made.
+
+    A test runner or a service wrapper may swap standard error after logging is
+    set up; a handler holding the old stream would write into a closed file.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.stream = sys.stderr
+        super().emit(record)
+
+
+_HANDLER_NAME = "hallhub"
+
+
 def configure_logging(
     settings: LogSection, level: str | None = None, stream: TextIO | None = None
 ) -> None:
-    """Replace the root logger's handlers by one masked handler on standard error.
+    """Put one masked handler, on standard error, in place of the one set up before.
 
+    Handlers others attached to the root logger (a test runner's) are left alone.
     `level`, when given (``--log-level`` on the command line), wins over the file's.
     """
-    handler = logging.StreamHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream) if stream is not None else _StandardError()
     json_lines = settings.format == "json"
     handler.setFormatter(JsonLinesFormatter() if json_lines else MaskedTextFormatter(TEXT_FORMAT))
+    handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in list(root.handlers):
-        root.removeHandler(old)
+        if old.get_name() == _HANDLER_NAME:
+            root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel((level or settings.level).upper())
     for name, module_level in settings.levels.items():
