@@ -53,12 +53,26 @@ class Message(_Strict):
     )
 
 
+class TicketRequests(_Strict):
+    """How a ticket printer asks the hub for a number and hears the answer.
+
+    Both topics are under ``<topic root>/<device id>/`` and have two levels or more,
+    so they never mix with the one-level device messages the ingest journals.
+    """
+
+    request: Annotated[str, Field(pattern=r"^[a-z_]+(/[a-z_]+)+$")] = "tickets/request"
+    reply: Annotated[str, Field(pattern=r"^[a-z_]+(/[a-z_]+)+$")] = "command/ticket"
+    reply_timeout: float = Field(default=1.5, gt=0, le=30, description="seconds per attempt")
+    attempts: int = Field(default=3, ge=1, le=10)
+
+
 class MqttSpec(_Strict):
     """How a model talks MQTT."""
 
     heartbeat_timeout: float = Field(default=120.0, gt=0)
     max_payload_bytes: int = Field(default=4096, gt=0, le=262_144)
     messages: dict[Name, Message]
+    ticket_requests: TicketRequests | None = None
 
 
 class Register(_Strict):

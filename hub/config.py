@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 from hub.alerts.settings import AlertsSection
 from hub.errors import ConfigError
 from hub.events import Lane
+from hub.tickets.settings import TicketsSection
 from hub.yamlfile import Location, describe_errors, line_of, read_yaml
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -147,6 +148,7 @@ class HubConfig(_Section):
     )
     devices: list[DeviceSpec] = []
     alerts: AlertsSection = AlertsSection()
+    tickets: TicketsSection = TicketsSection()
     _source: Path | None = PrivateAttr(default=None)
     _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
 

@@ -37,6 +37,7 @@ from hub.events import LANE_ORDER, Event, Lane, Observation, hub_event_id
 from hub.journal import Journal, read_lane
 from hub.mqtt_auth import HALL_IT_TEAM
 from hub.statelock import StateLock
+from hub.tickets import TicketDesk, TicketService, desk_connection
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
 from rules.runner import MqttCommandService, RuleRunner
@@ -136,6 +137,21 @@ class HubService:
         )
         self.alerts = self.crews.alerts
         self.audit = AuditTrail(self.journal, self.clock)
+        self.tickets = TicketService(
+            config.tickets,
+            self.journal,
+            self.clock,
+            self.calendar,
+            self.audit,
+            announce_root=f"{config.mqtt.topic_root}/_hub/queue",
+        )
+        self.ticket_desk = TicketDesk(
+            desk_connection(self.ingest.settings),
+            self.registry,
+            self.tickets,
+            self.journal,
+            self.clock,
+        )
         self.rules = RuleRunner(
             journal=self.journal,
             clock=self.clock,
@@ -202,6 +218,7 @@ class HubService:
         with self.journal.reading() as conn:
             self.registry.restore(conn)
         await self.audit.open()
+        await self.tickets.open(self.ticket_desk.publish)
         await self.crews.start()
 
         def hand_over(events: list[Event]) -> None:
@@ -216,6 +233,7 @@ class HubService:
         self.ingest.on_taken_over = taken_over
         self._start_uplink()
         self.ingest.start()
+        self.ticket_desk.start()
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
@@ -228,6 +246,7 @@ class HubService:
         logger.info("hub %s stopping", self.config.hub.id)
         self._tasks.closing = True
         self.ingest.stop()
+        self.ticket_desk.stop()
         await self._stop_console()
         await self._tasks.cancel_all()
         await self.crews.stop()

@@ -184,8 +184,8 @@ async def test_messages_follow_the_model_and_carry_unique_ids(
     make_device: Callable[..., Any],
     publication_log: PublicationLog,
 ) -> None:
-    """Tickets number per category (A001, A002, B001); every msg_id is distinct and the
-    logged event id is device_event_id(device id, msg_id)."""
+    """Printed tickets follow the model; every msg_id is distinct and the logged event
+    id is device_event_id(device id, msg_id)."""
     listener = listen(broker)
     await listener.ready()
     printer: SimulatedTicketPrinter = make_device(
@@ -193,7 +193,11 @@ async def test_messages_follow_the_model_and_carry_unique_ids(
     )
     await printer.start()
 
-    numbers = [printer.issue_ticket("A"), printer.issue_ticket("A"), printer.issue_ticket("B")]
+    numbers = [
+        printer.print_ticket("A001", "A"),
+        printer.print_ticket("A002", "A"),
+        printer.print_ticket("B001", "B"),
+    ]
     await printer.wait_acknowledged()
     await wait_until(lambda: len(listener.documents("ticket")) == 3)
     await printer.stop()
