@@ -100,8 +100,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
     from hub.alerts.cli import add_parser as add_alerts_parser
+    from hub.tickets.cli import add_parser as add_queue_parser
 
     add_alerts_parser(commands)
+    add_queue_parser(commands)
 
     rules = commands.add_parser("rules", help="work with the hall's rules")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="ACTION")
@@ -171,6 +173,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hub.alerts.cli import run as run_alerts_command
 
         return run_alerts_command(args)
+    if args.command == "queue":
+        from hub.tickets.cli import run as run_queue_command
+
+        return run_queue_command(args)
     if args.command == "rules":
         return _rules_replay(args)
     raise AssertionError(f"unhandled command {args.command}")

@@ -25,6 +25,7 @@ from hub.alerts import AlertNotFoundError, list_alerts
 from hub.alerts.api import alert_routes
 from hub.alerts.mobile import PAGE as MOBILE_PAGE
 from hub.alerts.mobile import csrf_matches, mobile_routes
+from hub.tickets.api import queue_routes
 from hub.tokens import token_matches
 from sync.outbox import pending_lags
 from sync.poison import set_aside_summary
@@ -122,6 +123,7 @@ def create_app(service: HubService) -> Starlette:
         *alert_routes(service),
         *mobile_routes(service),
         Route("/api/rules", rules),
+        *queue_routes(service),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(TokenAuth, token=service.token)
