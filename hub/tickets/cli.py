@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 
-from hub.alerts.cli import _endpoint
-from hub.tickets.errors import TicketError
+# The console API client of `hallhub alerts`: same token, same error reporting.
+from hub.alerts.cli import _call, _endpoint
 
 TIMEOUT = 10.0
 WINDOW_ACTIONS = ("call", "recall", "skip", "open", "pause", "close")
@@ -67,19 +67,6 @@ def _transfer_body(args: argparse.Namespace) -> dict[str, Any]:
     if args.queue_command != "transfer":
         return {}
     return {"category": args.to_category, "window": args.to_window}
-
-
-def _call(
-    api: httpx.Client, method: str, path: str, body: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    try:
-        response = api.request(method, path, json=body)
-    except httpx.HTTPError as exc:
-        raise TicketError(f"cannot reach the hub at {api.base_url}: {exc}") from exc
-    reply: dict[str, Any] = response.json()
-    if response.is_error:
-        raise TicketError(f"hub answered {response.status_code}: {reply.get('error', reply)}")
-    return reply
 
 
 def _outcome(args: argparse.Namespace, result: dict[str, Any] | None) -> str:
