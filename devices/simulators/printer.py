@@ -13,6 +13,7 @@ import paho.mqtt.client as mqtt
 from devices.errors import SimulatorError
 from devices.profiles import TicketRequests
 from devices.simulators.mqtt_device import QOS_AT_LEAST_ONCE, SimulatedMqttDevice
+from hub.tickets.desk import no_delay
 
 logger = logging.getLogger(__name__)
 
@@ -173,6 +174,7 @@ class SimulatedTicketPrinter(SimulatedMqttDevice):
     def _make_client(self) -> mqtt.Client:
         client = super()._make_client()
         client.on_message = self._on_answer
+        client.on_socket_open = no_delay  # as a kiosk's firmware would, for a quick answer
         return client
 
     def _on_connect(

@@ -11,19 +11,16 @@ from typing import Any
 import httpx
 import pytest
 
-from devices.profiles import load_models, shipped_models_dir
 from devices.simulators.printer import SimulatedTicketPrinter
 from devices.simulators.publication_log import PublicationLog
 from hub.broker import ManagedBroker
 from hub.cli import main
-from hub.clock import SystemClock
 from hub.service import HubService
 from tests.hubkit import DeviceClient, Listener, eventually, hub_config
-from tests.tickets.kit import TICKETS
+from tests.tickets.kit import TICKETS, make_printers
 
 PRINTERS = [f"printer-{n}" for n in range(1, 5)]
 DEVICES = [{"id": name, "model": "ticket-printer-tp80", "zone": "f1-lobby"} for name in PRINTERS]
-MODEL = load_models(shipped_models_dir())["ticket-printer-tp80"]
 
 
 @pytest.fixture
@@ -45,18 +42,9 @@ async def printers(
     hub: HubService, broker: ManagedBroker, tmp_path: Path
 ) -> AsyncIterator[list[SimulatedTicketPrinter]]:
     log = PublicationLog(tmp_path / "published.jsonl")
-    made = [
-        SimulatedTicketPrinter(
-            name,
-            MODEL,
-            clock=SystemClock("assume"),
-            publication_log=log,
-            port=broker.port,
-            topic_root=hub.config.mqtt.topic_root,
-            green_channel_share=0.0,
-        )
-        for name in PRINTERS
-    ]
+    made = make_printers(
+        PRINTERS, broker.port, hub.config.mqtt.topic_root, log, green_channel_share=0.0
+    )
     for printer in made:
         await printer.start()
     yield made
