@@ -62,8 +62,8 @@ class TicketRequests(_Strict):
 
     request: Annotated[str, Field(pattern=r"^[a-z_]+(/[a-z_]+)+$")] = "tickets/request"
     reply: Annotated[str, Field(pattern=r"^[a-z_]+(/[a-z_]+)+$")] = "command/ticket"
-    reply_timeout: float = Field(default=1.5, gt=0, le=30, description="seconds per attempt")
-    attempts: int = Field(default=3, ge=1, le=10)
+    reply_timeout: float = Field(default=1.0, gt=0, le=30, description="seconds per attempt")
+    attempts: int = Field(default=4, ge=1, le=10)
 
 
 class MqttSpec(_Strict):

@@ -53,6 +53,7 @@ class SimulatedTicketPrinter(SimulatedMqttDevice):
         self.unanswered: list[str] = []  # request ids that ended in "please wait"
         self.please_wait = 0
         self.late_answers = 0
+        self.last_answer: dict[str, Any] | None = None  # the hub's latest ticket for it
         self._requests = itertools.count(1)
         self._answers: dict[str, asyncio.Future[dict[str, Any]]] = {}
 
@@ -104,6 +105,7 @@ class SimulatedTicketPrinter(SimulatedMqttDevice):
         if "error" in answer:
             logger.info("simulated printer %s: refused: %s", self.device_id, answer["detail"])
             return None
+        self.last_answer = answer
         return self.print_ticket(
             answer["ticket"],
             answer["category"],
