@@ -33,19 +33,18 @@ Action = Callable[[str, dict[str, Any]], Awaitable[dict[str, Any] | None]]
 
 def queue_routes(service: HubService) -> list[Route]:
     """The routes this package adds to the console."""
-    tickets = service.tickets
 
     async def queue(_request: Request) -> Response:
-        return JSONResponse(tickets.view())
+        return JSONResponse(service.tickets.view())
 
     async def stats(_request: Request) -> Response:
-        return JSONResponse(tickets.statistics())
+        return JSONResponse(service.tickets.statistics())
 
     actions: dict[str, Action] = {
-        "call": lambda window, _body: tickets.call_next(window, ACTOR),
-        "recall": lambda window, _body: tickets.recall(window, ACTOR),
-        "skip": lambda window, _body: tickets.skip(window, ACTOR),
-        "transfer": lambda window, body: tickets.transfer(
+        "call": lambda window, _body: service.tickets.call_next(window, ACTOR),
+        "recall": lambda window, _body: service.tickets.recall(window, ACTOR),
+        "skip": lambda window, _body: service.tickets.skip(window, ACTOR),
+        "transfer": lambda window, body: service.tickets.transfer(
             window, ACTOR, to_category=_text(body, "category"), to_window=_text(body, "window")
         ),
         **{verb: _state_action(service, state) for verb, state in WINDOW_STATES.items()},
@@ -59,7 +58,7 @@ def queue_routes(service: HubService) -> list[Route]:
         return await _answer(lambda: action(request.path_params["window"], body))
 
     async def requeue(request: Request) -> Response:
-        return await _answer(lambda: tickets.requeue(request.path_params["ticket"], ACTOR))
+        return await _answer(lambda: service.tickets.requeue(request.path_params["ticket"], ACTOR))
 
     async def appointment(request: Request) -> Response:
         body = await json_body(request)
@@ -72,7 +71,7 @@ def queue_routes(service: HubService) -> list[Route]:
             )
 
         async def book() -> dict[str, Any]:
-            await tickets.book_appointment(code, category, *slot, ACTOR)
+            await service.tickets.book_appointment(code, category, *slot, ACTOR)
             return {"code": code, "category": category}
 
         return await _answer(book)
