@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from hub.config import load_config
+from hub.errors import ConfigError
 from hub.tickets import TicketRequest
 from hub.tickets.errors import (
     AppointmentError,
@@ -211,3 +213,22 @@ async def test_statistics_give_waiting_and_service_times_per_category_window_and
     assert service["by_category"]["B"]["average_s"] == 120.0
     assert service["by_window"]["W01"] == {"count": 2, "average_s": 210.0, "longest_s": 300.0}
     assert [c["average_wait_s"] for c in view["categories"][:2]] == [300.0, 600.0]
+
+
+def test_a_window_serving_an_unknown_category_is_refused_at_load(tmp_path: Path) -> None:
+    """The configuration error names the file, the tickets section's line and the window."""
+    path = tmp_path / "hallhub.yaml"
+    path.write_text(
+        "hub: {id: hall-x}\n"
+        "tickets:\n"
+        "  categories: {A: {name: General}}\n"
+        "  windows:\n"
+        "    W01: {categories: [A, Q]}\n",
+        encoding="utf-8",
+    )
+
+    with pytest.raises(ConfigError) as refused:
+        load_config(path)
+
+    assert "hallhub.yaml: line 2: tickets" in str(refused.value)
+    assert "window W01 serves unknown categories ['Q']" in str(refused.value)

@@ -148,11 +148,15 @@ async def test_calls_are_announced_and_the_api_shows_the_live_queue(
         calls = await eventually(
             lambda: [m[1] for m in screens.messages if m[0].endswith("/calls")]
         )
+        pushes = await eventually(
+            lambda: [m[1] for m in screens.messages if m[0].endswith("/near")]
+        )
     finally:
         screens.close()
 
     assert opened.status_code == 200 and called.json()["result"]["ticket"] == "A001"
     assert calls == [{"ticket": "A001", "window": "W01", "category": "A", "recall": False}]
+    assert {(push["ticket"], push["position"]) for push in pushes} == {("A001", 1), ("B001", 1)}
     assert view["tickets_issued_today"] == 2
     assert view["categories"][1] == {
         "category": "B",
@@ -205,3 +209,31 @@ async def test_the_queue_command_shows_and_acts_through_the_api(
     view = json.loads(out.strip().splitlines()[-1])
     assert view["categories"][1]["waiting"] == 1 and view["windows"][0]["serving"] is None
     assert refused == 2 and "404" in err and "serving no ticket" in err
+
+
+async def test_appointments_and_requeue_through_the_api_and_bad_bodies_are_refused(
+    hub: HubService, printers: list[SimulatedTicketPrinter]
+) -> None:
+    """An appointment registered through the API is checked in at a printer by its code;
+    a skipped ticket is re-queued once through the API; bad requests get 400/404/409."""
+    now = hub.clock.wall()
+    async with _api(hub) as api:
+        booked = await api.post(
+            "/api/queue/appointments",
+            json={"code": "APT-7", "category": "B", "slot_start": now, "slot_end": now + 1800},
+        )
+        missing = await api.post("/api/queue/appointments", json={"code": "APT-8"})
+        number = await printers[0].take_ticket(appointment_code="APT-7")
+        await api.post("/api/queue/windows/W02/open")
+        await api.post("/api/queue/windows/W02/call")
+        await api.post("/api/queue/windows/W02/skip")
+        first = await api.post(f"/api/queue/tickets/{number}/requeue")
+        second = await api.post(f"/api/queue/tickets/{number}/requeue")
+        unknown = await api.post("/api/queue/windows/W09/call")
+        wrong = await api.post("/api/queue/windows/W02/dance")
+
+    assert booked.status_code == 200 and missing.status_code == 400
+    assert number == "B001"
+    assert first.json()["result"]["state"] == "waiting"
+    assert second.status_code == 409 and "re-queued once" in second.json()["error"]
+    assert (unknown.status_code, wrong.status_code) == (404, 404)
