@@ -14,6 +14,7 @@ the citizen to wait by then.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -138,7 +139,8 @@ class TicketDesk:
             return
         topic = message._topic.decode("utf-8", errors="replace")
         payload = bytes(message.payload)
-        asyncio.run_coroutine_threadsafe(self._answer(topic, payload), loop)
+        answering = asyncio.run_coroutine_threadsafe(self._answer(topic, payload), loop)
+        answering.add_done_callback(_report_failure)
 
     # -- answering (event loop) ------------------------------------------------------
 
@@ -193,6 +195,12 @@ class TicketDesk:
             await self._journal.write(keep)
         except JournalError as exc:
             logger.error("could not keep refused ticket request: %s", exc)
+
+
+def _report_failure(answering: concurrent.futures.Future[None]) -> None:
+    """A fault while answering is logged; the desk goes on with the next request."""
+    if not answering.cancelled() and answering.exception() is not None:
+        logger.error("ticket desk failed on a request", exc_info=answering.exception())
 
 
 def no_delay(_client: mqtt.Client, _userdata: Any, sock: Any) -> None:

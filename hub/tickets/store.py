@@ -21,6 +21,7 @@ from hub.events import Lane, Observation, hub_event_id
 from hub.journal import Journal
 from hub.tickets.errors import (
     AppointmentError,
+    TicketError,
     TicketNotFoundError,
     TicketStateError,
     UnknownCategoryError,
@@ -323,6 +324,8 @@ def transfer(
     rec: Recorder, day: str, window: str, to_category: str | None, to_window: str | None
 ) -> dict[str, Any]:
     """Send the window's ticket to another category or window; it keeps its place."""
+    if to_category is None and to_window is None:
+        raise TicketError("give a category or a window to transfer the ticket to")
     if to_category is not None and to_category not in rec.settings.categories:
         raise UnknownCategoryError(to_category)
     if to_window is not None and to_window not in rec.settings.windows:

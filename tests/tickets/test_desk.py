@@ -231,9 +231,12 @@ async def test_appointments_and_requeue_through_the_api_and_bad_bodies_are_refus
         second = await api.post(f"/api/queue/tickets/{number}/requeue")
         unknown = await api.post("/api/queue/windows/W09/call")
         wrong = await api.post("/api/queue/windows/W02/dance")
+        await api.post("/api/queue/windows/W02/call")
+        nowhere = await api.post("/api/queue/windows/W02/transfer", json={})
 
     assert booked.status_code == 200 and missing.status_code == 400
     assert number == "B001"
     assert first.json()["result"]["state"] == "waiting"
     assert second.status_code == 409 and "re-queued once" in second.json()["error"]
     assert (unknown.status_code, wrong.status_code) == (404, 404)
+    assert nowhere.status_code == 400 and "give a category or a window" in nowhere.json()["error"]
