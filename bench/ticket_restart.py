@@ -23,16 +23,14 @@ from pathlib import Path
 
 from bench.report import Row, emit
 from bench.supervisor import Supervisor
+from bench.ticket_hall import CATEGORIES, hub_command, printer_names, write_hall
 from devices.simulators.printer import SimulatedTicketPrinter
 from devices.simulators.publication_log import PublicationLog
-from devices.simulators.ticket_rush import rush
-from hub.broker import ManagedBroker
-from tests.conftest import free_port
-from tests.tickets.kit import make_printers
-from tests.tickets.test_crash import CATEGORIES, hub_command, write_hall
+from devices.simulators.ticket_rush import make_printers, rush
+from hub.broker import ManagedBroker, pick_free_port
 
 TARGET_S = 5.0
-PRINTERS = [f"printer-{n:02d}" for n in range(1, 5)]
+PRINTERS = printer_names(4)
 SETTLE_S = 3.0  # tickets flowing steadily before each kill
 
 
@@ -51,9 +49,11 @@ async def recovery_after_kill(
 
 
 async def measure(kills: int, folder: Path) -> list[float]:
-    broker = ManagedBroker(folder / "broker", "127.0.0.1", free_port())
+    broker = ManagedBroker(folder / "broker", "127.0.0.1", pick_free_port())
     broker.start()
-    supervisor = Supervisor(hub_command(write_hall(folder, broker.port)), folder / "hub.log")
+    supervisor = Supervisor(
+        hub_command(write_hall(folder, broker.port, PRINTERS)), folder / "hub.log"
+    )
     log = PublicationLog(folder / "published.jsonl")
     printers = make_printers(PRINTERS, broker.port, "hall", log)
     supervisor.start()

@@ -14,8 +14,12 @@ import sqlite3
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
+from devices.profiles import load_models, shipped_models_dir
 from devices.simulators.printer import SimulatedTicketPrinter
+from devices.simulators.publication_log import PublicationLog
+from hub.clock import SystemClock
 
 
 @dataclass
@@ -29,6 +33,25 @@ class Reckoning:
     unaccounted: list[str] = field(default_factory=list)
     printed_unallocated: list[str] = field(default_factory=list)
     numbering_gaps: list[str] = field(default_factory=list)
+
+
+def make_printers(
+    names: list[str], port: int, topic_root: str, log: PublicationLog, **options: Any
+) -> list[SimulatedTicketPrinter]:
+    """Simulated ticket-printer-tp80 printers on the real clock, not yet started."""
+    model = load_models(shipped_models_dir())["ticket-printer-tp80"]
+    return [
+        SimulatedTicketPrinter(
+            name,
+            model,
+            clock=SystemClock("assume"),
+            publication_log=log,
+            port=port,
+            topic_root=topic_root,
+            **options,
+        )
+        for name in names
+    ]
 
 
 async def rush(

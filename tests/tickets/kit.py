@@ -9,12 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from devices.profiles import load_models, shipped_models_dir
-from devices.simulators.printer import SimulatedTicketPrinter
-from devices.simulators.publication_log import PublicationLog
 from hub.audit import AuditTrail
 from hub.calendar import HallCalendar
-from hub.clock import ManualClock, SystemClock
+from hub.clock import ManualClock
 from hub.journal import Journal
 from hub.tickets import TicketRequest, TicketService, TicketsSection
 
@@ -76,22 +73,3 @@ async def ticket_desk(
         yield Desk(service, journal, clock, audit)
     finally:
         journal.close()
-
-
-def make_printers(
-    names: list[str], port: int, topic_root: str, log: PublicationLog, **options: Any
-) -> list[SimulatedTicketPrinter]:
-    """Simulated ticket-printer-tp80 printers on the real clock, not yet started."""
-    model = load_models(shipped_models_dir())["ticket-printer-tp80"]
-    return [
-        SimulatedTicketPrinter(
-            name,
-            model,
-            clock=SystemClock("assume"),
-            publication_log=log,
-            port=port,
-            topic_root=topic_root,
-            **options,
-        )
-        for name in names
-    ]

@@ -3,52 +3,17 @@
 from __future__ import annotations
 
 import sqlite3
-import sys
 from pathlib import Path
-from typing import Any
-
-import yaml
 
 from bench.supervisor import Supervisor
+from bench.ticket_hall import CATEGORIES, hub_command, printer_names, write_hall
 from devices.simulators.publication_log import PublicationLog
-from devices.simulators.ticket_rush import reckon, rush
+from devices.simulators.ticket_rush import make_printers, reckon, rush
 from hub.broker import ManagedBroker
-from tests.tickets.kit import make_printers
 
-PRINTERS = [f"printer-{n:02d}" for n in range(1, 9)]
+PRINTERS = printer_names(8)
 TOTAL = 10_000
 KILL_AT = (2_000, 4_500, 7_000)
-CATEGORIES = ("A", "B", "C")
-
-
-def write_hall(folder: Path, broker_port: int) -> Path:
-    """A hall configuration with eight printers and three categories."""
-    config: dict[str, Any] = {
-        "hub": {"id": "hall-rush", "state_dir": "state", "clock_sync": "assume"},
-        "mqtt": {"host": "127.0.0.1", "port": broker_port, "topic_root": "hall"},
-        "console": {"host": "127.0.0.1", "port": 0},
-        "devices": [{"id": name, "model": "ticket-printer-tp80"} for name in PRINTERS],
-        "tickets": {
-            "categories": {letter: {"name": f"service {letter}"} for letter in CATEGORIES},
-            "windows": {"W01": {"categories": list(CATEGORIES)}},
-        },
-    }
-    path = folder / "hallhub.yaml"
-    path.write_text(yaml.safe_dump(config), encoding="utf-8")
-    return path
-
-
-def hub_command(config: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "hub.cli",
-        "--log-level",
-        "WARNING",
-        "run",
-        "--config",
-        str(config),
-    ]
 
 
 async def test_ten_thousand_tickets_across_kills_no_duplicate_no_unseen_gap(
@@ -59,7 +24,7 @@ async def test_ten_thousand_tickets_across_kills_no_duplicate_no_unseen_gap(
     twice, numbering has no holes, and every allocated number was either printed or
     belongs to a request its printer answered with "please wait"."""
     supervisor = Supervisor(
-        hub_command(write_hall(tmp_path, fresh_broker.port)), tmp_path / "hub.log"
+        hub_command(write_hall(tmp_path, fresh_broker.port, PRINTERS)), tmp_path / "hub.log"
     )
     log = PublicationLog(tmp_path / "published.jsonl")
     printers = make_printers(PRINTERS, fresh_broker.port, "hall", log)

@@ -13,11 +13,12 @@ import pytest
 
 from devices.simulators.printer import SimulatedTicketPrinter
 from devices.simulators.publication_log import PublicationLog
+from devices.simulators.ticket_rush import make_printers
 from hub.broker import ManagedBroker
 from hub.cli import main
 from hub.service import HubService
 from tests.hubkit import DeviceClient, Listener, eventually, hub_config
-from tests.tickets.kit import TICKETS, make_printers
+from tests.tickets.kit import TICKETS
 
 PRINTERS = [f"printer-{n}" for n in range(1, 5)]
 DEVICES = [{"id": name, "model": "ticket-printer-tp80", "zone": "f1-lobby"} for name in PRINTERS]
