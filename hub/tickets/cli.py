@@ -80,7 +80,7 @@ def _outcome(args: argparse.Namespace, result: dict[str, Any] | None) -> str:
 
 
 def _describe(view: dict[str, Any]) -> str:
-    lines = [f"service day {view['service_day']}: {view['tickets_issued_today']} tickets issued"]
+    lines = [f"{view['tickets_issued_today']} tickets issued today"]
     for category in view["categories"]:
         lines.append(
             f"  {category['category']:<3} {category['name']:<20} waiting {category['waiting']:>4}"

@@ -84,6 +84,11 @@ class TicketDesk:
     def start(self) -> None:
         """Connect in the background; paho reconnects by itself after a loss."""
         self._loop = asyncio.get_running_loop()
+        if self.request_filters() and not self._tickets.settings.categories:
+            logger.warning(
+                "the hall has ticket printers but no tickets.categories: "
+                "every ticket request will be refused"
+            )
         self._client.connect_async(
             self._connection.host, self._connection.port, keepalive=self._connection.keepalive
         )

@@ -17,7 +17,10 @@ from hub.tickets.store import WAITING, stored_day
 
 
 def queue_view(conn: sqlite3.Connection, settings: TicketsSection) -> dict[str, Any]:
-    """Who waits in each category, each window's state, and today's ticket count."""
+    """Who waits in each category, each window's state, and today's ticket count.
+
+    Exactly the shape the console page is built against; the day is in the statistics.
+    """
     day = stored_day(conn) or ""
     waiting = dict(
         conn.execute(
@@ -35,7 +38,6 @@ def queue_view(conn: sqlite3.Connection, settings: TicketsSection) -> dict[str, 
     )
     issued = conn.execute("SELECT COUNT(*) FROM tickets WHERE service_day = ?", (day,))
     return {
-        "service_day": day or None,
         "categories": [
             {
                 "category": letter,

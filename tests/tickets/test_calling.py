@@ -94,6 +94,7 @@ async def test_windows_call_only_when_open_and_serve_their_categories(tmp_path: 
         "categories": ["A", "B"],
     }
     assert view["tickets_issued_today"] == 3
+    assert set(view) == {"categories", "windows", "tickets_issued_today"}
     assert audit[:2] == ["queue.paused", "queue.call"] and "queue.open" in audit
 
 
