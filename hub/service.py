@@ -637,6 +637,7 @@ class HubService:
         return DevicePlace(device.kind, device.spec.zone, device.spec.floor)
 
     def _alert_taken_over(self) -> None:
+        self.ticket_desk.stop()  # the other hub numbers the tickets now; never both
         self._tasks.start(
             "hub-alert-taken-over",
             once=True,

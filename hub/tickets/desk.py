@@ -99,6 +99,10 @@ class TicketDesk:
         self._client.loop_stop()
         self._client._reset_sockets(sockpair_only=True)
 
+    @property
+    def connected(self) -> bool:
+        return bool(self._client.is_connected())
+
     def wait_subscribed(self, timeout: float) -> bool:
         """Wait until the broker confirmed the request subscriptions."""
         return self._subscribed.wait(timeout)
