@@ -233,3 +233,19 @@ def test_a_window_serving_an_unknown_category_is_refused_at_load(tmp_path: Path)
 
     assert "hallhub.yaml: line 2: tickets" in str(refused.value)
     assert "window W01 serves unknown categories ['Q']" in str(refused.value)
+
+
+async def test_the_day_turns_at_the_halls_midnight_not_at_utc_midnight(tmp_path: Path) -> None:
+    """At 07:59 and 08:01 Shanghai time (UTC midnight between) numbering goes on; across
+    the hall's own midnight it restarts."""
+    before_utc_midnight = MONDAY_0900 - 61 * 60  # 07:59 hall time, 23:59 UTC
+    async with ticket_desk(tmp_path, wall=before_utc_midnight) as desk:
+        first = await desk.take("A")
+        desk.clock.jump_wall(120)
+        across_utc_midnight = await desk.take("A")
+        desk.clock.jump_wall(16 * 3600)  # 00:01 the next hall day
+        next_day = await desk.take("A")
+        days = [row["service_day"] for row in desk.rows("SELECT * FROM tickets")]
+
+    assert (first, across_utc_midnight, next_day) == ("A001", "A002", "A001")
+    assert days == ["2026-03-02", "2026-03-02", "2026-03-03"]
