@@ -56,6 +56,19 @@ class Message(_Strict):
     )
 
 
+class TicketRequests(_Strict):
+    """How a ticket printer asks the hub for a number and hears the answer.
+
+    Both topics are under ``<topic root>/<device id>/`` and have two levels or more,
+    so they never mix with the one-level device messages the ingest journals.
+    """
+
+    request: Annotated[str, Field(pattern=r"^[a-z_]+(/[a-z_]+)+$")] = "tickets/request"
+    reply: Annotated[str, Field(pattern=r"^[a-z_]+(/[a-z_]+)+$")] = "command/ticket"
+    reply_timeout: float = Field(default=1.0, gt=0, le=30, description="seconds per attempt")
+    attempts: int = Field(default=4, ge=1, le=10)
+
+
 class MqttSpec(_Strict):
     """How a model talks MQTT."""
 
@@ -74,6 +87,8 @@ class MqttSpec(_Strict):
         if self.commands and COMMAND_ACK not in self.messages:
             raise ValueError(f"a model with commands must declare the {COMMAND_ACK!r} message")
         return self
+
+    ticket_requests: TicketRequests | None = None
 
 
 class Register(_Strict):

@@ -114,9 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         command.add_argument("--token-file", type=Path, help="API token (default: --config)")
 
     from hub.alerts.cli import add_parser as add_alerts_parser
+    from hub.tickets.cli import add_parser as add_queue_parser
 
     add_alerts_parser(commands)
     from devices.cli import add_parser as add_devices_parser
+
+    add_queue_parser(commands)
 
     add_devices_parser(commands)
 
@@ -207,6 +210,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from devices.cli import run as run_devices_command
 
         return run_devices_command(args)
+    if args.command == "queue":
+        from hub.tickets.cli import run as run_queue_command
+
+        return run_queue_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

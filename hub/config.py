@@ -19,6 +19,7 @@ from hub.errors import ConfigError
 from hub.events import Lane
 from hub.ops.settings import OperationsSection
 from hub.ratings.settings import RatingsSection
+from hub.tickets.settings import TicketsSection
 from hub.yamlfile import Location, describe_errors, line_of, read_yaml
 
 Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", max_length=64)]
@@ -169,6 +170,7 @@ class HubConfig(_Section):
     alerts: AlertsSection = AlertsSection()
     operations: OperationsSection = OperationsSection()
     ratings: RatingsSection = RatingsSection()
+    tickets: TicketsSection = TicketsSection()
     _source: Path | None = PrivateAttr(default=None)
     _lines: dict[Location, int] = PrivateAttr(default_factory=dict)
 

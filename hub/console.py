@@ -28,6 +28,7 @@ from hub.console_web import console_web_routes
 from hub.ops.routes import operations_routes
 from hub.quarantine_api import quarantine_routes
 from hub.ratings.api import rating_routes
+from hub.tickets.api import queue_routes
 from sync.outbox import pending_lags
 from sync.poison import set_aside_summary
 
@@ -100,6 +101,7 @@ def create_app(service: HubService) -> Starlette:
         *rating_routes(service),
         *console_web_routes(service),
         *console_api_routes(service),
+        *queue_routes(service),
     ]
     app = Starlette(routes=routes)
     app.add_middleware(ConsoleAccess, service=service)

@@ -28,6 +28,7 @@ import httpx
 import yaml
 
 from devices.simulators.hall import SimulatedHall
+from devices.simulators.ticket_rush import reckon
 from hub.broker import Broker, pick_free_port, start_broker
 from hub.config import HubConfig
 from hub.privatefile import write_private
@@ -42,6 +43,11 @@ HUB_ID = "hall-demo"
 LOOPBACK = "127.0.0.1"
 RECEIVER_OUTAGE = 5.0
 SETTLE_TIMEOUT = 60.0
+# The demo hall's queue: the printers' two categories, served at windows W01-W06.
+DEMO_TICKETS: dict[str, Any] = {
+    "categories": {"A": {"name": "综合受理 General"}, "B": {"name": "税务 Tax"}},
+    "windows": {f"W{n:02d}": {"categories": ["A", "B"]} for n in range(1, 7)},
+}
 
 
 @dataclass
@@ -52,6 +58,7 @@ class DemoPlan:
     first_press_at: float = 4.0
     press_every: float = 20.0
     reset_after: float = 6.0
+    call_every: float = 8.0
 
 
 class CityReceiverProcess:
@@ -137,6 +144,7 @@ def demo_config(
             "secret_file": str(state_dir / "hub" / "city-secret"),
         },
         "devices": hall.hub_devices_config(),
+        "tickets": DEMO_TICKETS,
     }
     (state_dir / "hallhub.yaml").write_text(
         yaml.safe_dump(document, allow_unicode=True, sort_keys=False), encoding="utf-8"
@@ -188,6 +196,8 @@ class Demo:
         # queues for a session it knows, and drops what matches no subscription.
         if not await asyncio.to_thread(self.hub.ingest.wait_subscribed, 15):
             raise RuntimeError("the hub did not subscribe to the demo broker within 15 s")
+        if not await asyncio.to_thread(self.hub.ticket_desk.wait_subscribed, 15):
+            raise RuntimeError("the ticket desk did not subscribe within 15 s")
         await self.hall.start()
         return self.hub
 
@@ -198,6 +208,7 @@ class Demo:
         tasks = [
             asyncio.create_task(self._cut_city_link(started), name="demo-city-outage"),
             asyncio.create_task(self._press_alarms(started), name="demo-alarm-presses"),
+            asyncio.create_task(self._serve_tickets(), name="demo-ticket-calls"),
         ]
         try:
             await asyncio.gather(*tasks)
@@ -226,6 +237,16 @@ class Demo:
             logger.info("demo: resetting toilet alarm %s", alarm.device_id)
             alarm.reset()
             at += self.plan.press_every
+
+    async def _serve_tickets(self) -> None:
+        """A citizen at each printer, then window W01 calls the next ticket now and then."""
+        assert self.hall is not None and self.hub is not None
+        await self.hub.tickets.set_window_state("W01", "open", "demo")
+        for printer in self.hall.printers.values():
+            await printer.take_ticket()
+        while True:
+            await asyncio.sleep(self.plan.call_every)
+            await self.hub.tickets.call_next("W01", "demo")
 
     async def settle(self) -> None:
         """Let the journal take every published event, stop inputs, drain to the city."""
@@ -269,7 +290,21 @@ class Demo:
             "devices": {"known": len(self.hub.registry), "online": devices_online},
             "alerts": alerts,
             "alarm_presses": self.alarm_presses,
+            "tickets": self._ticket_reckoning(),
             "city_outages": 1,
+        }
+
+    def _ticket_reckoning(self) -> dict[str, int]:
+        """Numbers the hub allocated against what the printers printed or waited on."""
+        assert self.hall is not None and self.hub is not None
+        with self.hub.journal.reading() as conn:
+            found = reckon(list(self.hall.printers.values()), conn)
+        return {
+            "allocated": found.allocated,
+            "printed": found.printed,
+            "please_wait": found.waited,
+            "printed_twice": len(found.printed_twice),
+            "unaccounted": len(found.unaccounted),
         }
 
     async def stop(self) -> None:

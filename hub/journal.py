@@ -23,7 +23,7 @@ import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -132,6 +132,7 @@ class _Append:
 class _Call:
     work: Callable[[sqlite3.Connection], Any]
     future: concurrent.futures.Future[Any]
+    events: list[Event] = field(default_factory=list)
 
 
 _STOP = object()
@@ -184,6 +185,8 @@ class Journal:
         self._last_seq: dict[Lane, int] = {}
         self._listeners: list[CommitListener] = []
         self._closed = False
+        # Events the `write()` work now running journaled, handed to listeners on commit.
+        self._fresh_from_calls: list[Event] = []
 
     # -- lifecycle ---------------------------------------------------------------
 
@@ -263,6 +266,17 @@ class Journal:
             yield conn
         finally:
             conn.close()
+
+    def insert_event(self, conn: sqlite3.Connection, observation: Observation) -> Event:
+        """Journal `observation` inside `write()` work, in that work's transaction.
+
+        A hall service uses it to commit its own state and the event that reports it
+        atomically. Commit listeners hear of the event once the group commits.
+        """
+        appended = self._insert(conn, observation)
+        if not appended.duplicate:
+            self._fresh_from_calls.append(appended.event)
+        return appended.event
 
     def last_seqs(self) -> dict[Lane, int]:
         """The highest sequence used in each lane (as of the last commit)."""
@@ -344,6 +358,8 @@ class Journal:
 
     def _run_item(self, conn: sqlite3.Connection, item: _Append | _Call) -> Any:
         conn.execute("SAVEPOINT item")
+        seqs_before = dict(self._last_seq)
+        self._fresh_from_calls = []
         try:
             if isinstance(item, _Append):
                 outcome: Any = self._insert(conn, item.observation)
@@ -355,6 +371,11 @@ class Journal:
         except Exception as exc:  # one bad item must not sink the group
             conn.execute("ROLLBACK TO item")
             outcome = exc
+        if isinstance(outcome, BaseException):
+            # Events the rolled-back work journaled are gone: give their seqs back.
+            self._last_seq = seqs_before
+        elif isinstance(item, _Call):
+            item.events = self._fresh_from_calls
         conn.execute("RELEASE item")
         return outcome
 
@@ -423,6 +444,8 @@ class Journal:
                     fresh.append(outcome.event)
                 _safely(item.on_done, outcome)
             else:
+                if not isinstance(outcome, BaseException):
+                    fresh.extend(item.events)
                 _settle_call(item.future, outcome)
         if fresh:
             for listener in self._listeners:

@@ -54,6 +54,7 @@ from hub.ops.migrations import migrate_existing, stamp_new
 from hub.ops.retention import Retention
 from hub.ratings import RatingDesk
 from hub.statelock import StateLock
+from hub.tickets import TicketDesk, TicketService, desk_connection
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
 from rules.runner import RuleRunner
@@ -171,6 +172,21 @@ class HubService:
         )
         self.live = LiveFeed()  # the console's live updates
         self.accounts = ConsoleAccounts(state_dir, self.clock)
+        self.tickets = TicketService(
+            config.tickets,
+            self.journal,
+            self.clock,
+            self.calendar,
+            self.audit,
+            announce_root=f"{config.mqtt.topic_root}/_hub/queue",
+        )
+        self.ticket_desk = TicketDesk(
+            desk_connection(self.ingest.settings),
+            self.registry,
+            self.tickets,
+            self.journal,
+            self.clock,
+        )
         self.rules = RuleRunner(
             journal=self.journal,
             clock=self.clock,
@@ -243,6 +259,7 @@ class HubService:
         await self.audit.open()
         await self.commissioning.open()
         await self.device_commands.open()
+        await self.tickets.open(self.ticket_desk.publish)
         await self.crews.start()
         await self.ratings.start()
 
@@ -259,6 +276,7 @@ class HubService:
         self.ingest.on_taken_over = taken_over
         self._start_uplink()
         self.ingest.start()
+        self.ticket_desk.start()
         self._start_pollers()
         self._tasks.start("hub-committed-events", self._follow_committed())
         self._tasks.start("hub-health-watch", self._watch_health())
@@ -287,6 +305,7 @@ class HubService:
         logger.info("hub %s stopping", self.config.hub.id)
         self._tasks.closing = True
         self.ingest.stop()
+        self.ticket_desk.stop()
         await self._stop_console()
         await self._tasks.cancel_all()
         self.modbus_lines.close()
@@ -681,6 +700,7 @@ class HubService:
         return DevicePlace(device.kind, device.spec.zone, device.spec.floor)
 
     def _alert_taken_over(self) -> None:
+        self.ticket_desk.stop()  # the other hub numbers the tickets now; never both
         self._tasks.start(
             "hub-alert-taken-over",
             once=True,

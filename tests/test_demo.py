@@ -9,7 +9,8 @@ from pathlib import Path
 
 
 def test_demo_reconciles_three_counts_across_a_city_outage(tmp_path: Path) -> None:
-    """Nothing missing or doubled across devices, journal and city; alarms open and close."""
+    """Nothing missing or doubled across devices, journal and city; alarms open and close;
+    printers print only numbers the hub allocated, each once."""
     finished = subprocess.run(
         [
             sys.executable,
@@ -39,5 +40,8 @@ def test_demo_reconciles_three_counts_across_a_city_outage(tmp_path: Path) -> No
     assert summary["devices"]["known"] >= 13
     assert summary["devices"]["online"] == summary["devices"]["known"]
     assert summary["alerts"]["opened"] >= 1 and summary["alerts"]["closed"] >= 1
+    tickets = summary["tickets"]
+    assert tickets["printed"] >= 2 and tickets["printed_twice"] == 0
+    assert tickets["unaccounted"] == 0 and tickets["allocated"] >= tickets["printed"]
     assert "city receiver killed" in stderr  # the outage really happened
     assert "token=" in stderr  # the console address is printed with its token

@@ -80,7 +80,8 @@ async def hall(
     broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
 ) -> AsyncIterator[Hall]:
     root = unique_topic_root.replace("/", "-")
-    hub = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES))
+    tickets = {"categories": {"A": {"name": "综合受理"}, "B": {"name": "不动产"}}}
+    hub = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES, tickets=tickets))
     await hub.start()
     assert hub.ingest.wait_subscribed(10)
     models = load_models(shipped_models_dir())
@@ -109,7 +110,8 @@ async def hall(
 
 async def test_printer_changes_header_and_prints_a_ticket_on_command(hall: Hall) -> None:
     """Each command gets its own request id, the printer acknowledges it, and the
-    command goes to "done"; the ticket it printed is journaled like any other."""
+    command goes to "done"; the ticket it then prints, numbered by the hub, is
+    journaled like any other."""
     header = await hall.post("printer-1", {"command": "set_header", "args": {"text": "欢迎办事"}})
     ticket = await hall.post("printer-1", {"command": "print_ticket", "args": {"category": "B"}})
     assert header.status_code == ticket.status_code == 202
@@ -119,9 +121,13 @@ async def test_printer_changes_header_and_prints_a_ticket_on_command(hall: Hall)
     assert (await hall.settled("printer-1", first["request_id"]))["state"] == "done"
     assert (await hall.settled("printer-1", second["request_id"]))["state"] == "done"
     assert hall.printer.header == "欢迎办事"
-    with hall.hub.journal.reading() as conn:
-        printed = conn.execute("SELECT data FROM events WHERE type = 'ticket'").fetchone()
-    assert printed is not None and '"B001"' in printed[0]
+
+    def printed() -> object:
+        with hall.hub.journal.reading() as conn:
+            return conn.execute("SELECT data FROM events WHERE type = 'ticket'").fetchone()
+
+    row = await eventually(printed)
+    assert '"B001"' in row[0]
 
 
 async def test_pad_refuses_a_prompt_for_another_window_and_accepts_its_own(hall: Hall) -> None:

@@ -127,3 +127,31 @@ async def test_commit_listener_sees_only_new_events(journal: Journal) -> None:
     await asyncio.sleep(0.05)
 
     assert seen == [device_event_id("occ-1", "x1"), device_event_id("occ-1", "x2")]
+
+
+async def test_events_journaled_inside_work_commit_with_it_and_reach_listeners(
+    journal: Journal,
+) -> None:
+    """A hall service's state and its event commit together: listeners hear of the event;
+    work that fails after journaling one leaves no event and gives its seq back."""
+    seen: list[tuple[str, int]] = []
+    journal.add_commit_listener(lambda events: seen.extend((e.event_id, e.seq) for e in events))
+
+    def issue(conn: sqlite3.Connection) -> int:
+        return journal.insert_event(conn, observation("t1", Lane.TICKET)).seq
+
+    def issue_then_fail(conn: sqlite3.Connection) -> None:
+        journal.insert_event(conn, observation("t2", Lane.TICKET))
+        raise ValueError("the ticket could not be stored")
+
+    first = await journal.write(issue)
+    with pytest.raises(ValueError):
+        await journal.write(issue_then_fail)
+    after = await journal.append(observation("t3", Lane.TICKET))
+    await asyncio.sleep(0.05)
+
+    assert (first, after.event.seq) == (1, 2)
+    assert seen == [(device_event_id("occ-1", "t1"), 1), (device_event_id("occ-1", "t3"), 2)]
+    with journal.reading() as conn:
+        kept = [event.seq for event in read_lane(conn, "hall-test", Lane.TICKET, 0, 10)]
+    assert kept == [1, 2]

@@ -173,7 +173,8 @@ async def test_second_hub_with_same_client_id_is_detected_and_not_fought(
     fresh_broker: ManagedBroker, tmp_path: Path, device_of: Any
 ) -> None:
     """When a second hub connects with the first one's client id, the first raises an
-    urgent alert for hall IT and stays off instead of taking the session back."""
+    urgent alert for hall IT and stays off instead of taking the session back; its
+    ticket desk goes off too, so only one hub numbers tickets."""
     first_config = hub_config(tmp_path / "first", fresh_broker.port, "hall", [PAD])
     second_config = first_config.model_copy(deep=True)
     second_config.hub.state_dir = tmp_path / "second"
@@ -187,6 +188,7 @@ async def test_second_hub_with_same_client_id_is_detected_and_not_fought(
         sent = publish_many(device_of(), "hall/pad-1/rating", 5)
         await eventually(lambda: set(sent) == journaled_msg_ids(second_config, sent))
         assert not first.ingest.connected and first.ingest.connections == 2
+        assert not first.ticket_desk.connected and second.ticket_desk.connected
         assert second.ingest.connected and second.ingest.connections <= 2
         assert not second.ingest.taken_over
         assert not journaled_msg_ids(first_config, sent)

@@ -213,10 +213,10 @@ async def test_printer_paper_low_and_out_raise_and_refill_clears(hall: Hall) -> 
     printer = hall.devices["printer-1"]
     assert isinstance(printer, SimulatedTicketPrinter)
     printer.paper_left = 31
-    printer.issue_ticket("A")
+    printer.print_ticket("A001", "A")
     await eventually(lambda: hall.alerts("paper_low"))
     printer.paper_left = 1
-    printer.issue_ticket("A")
+    printer.print_ticket("A002", "A")
     out = await eventually(lambda: hall.alerts("paper_out"))
     printer.refill_paper()
     await eventually(lambda: hall.alerts("paper_out")[0]["state"] == "resolved")

@@ -185,8 +185,8 @@ async def test_messages_follow_the_model_and_carry_unique_ids(
     make_device: Callable[..., Any],
     publication_log: PublicationLog,
 ) -> None:
-    """Tickets number per category (A001, A002, B001); every msg_id is distinct and the
-    logged event id is device_event_id(device id, msg_id)."""
+    """Printed tickets follow the model; every msg_id is distinct and the logged event
+    id is device_event_id(device id, msg_id)."""
     listener = listen(broker)
     await listener.ready()
     printer: SimulatedTicketPrinter = make_device(
@@ -194,7 +194,11 @@ async def test_messages_follow_the_model_and_carry_unique_ids(
     )
     await printer.start()
 
-    numbers = [printer.issue_ticket("A"), printer.issue_ticket("A"), printer.issue_ticket("B")]
+    numbers = [
+        printer.print_ticket("A001", "A"),
+        printer.print_ticket("A002", "A"),
+        printer.print_ticket("B001", "B"),
+    ]
     await printer.wait_acknowledged()
     await wait_until(lambda: len(listener.documents("ticket")) == 3)
     await printer.stop()
@@ -436,10 +440,13 @@ async def test_hall_lists_its_devices_for_the_hub_config(hall: SimulatedHall) ->
 async def test_hall_runs_and_stops_quiet(
     hall: SimulatedHall, broker: ManagedBroker, listen: Callable[..., Listener]
 ) -> None:
-    """Run on a manual clock: tickets, ratings and counts flow, an alarm press arrives,
+    """Run on a manual clock: ratings and counts flow, an alarm press arrives, printers
+    ask for ticket numbers but print none of their own (there is no hub to answer),
     everything logged was received, and after stop() nothing more is published."""
-    listener = listen(broker)
+    listener = listen(broker, "+/+")
+    requests = listen(broker, "+/tickets/request")
     await listener.ready()
+    await requests.ready()
     clock = hall.clock
     assert isinstance(clock, ManualClock)
 
@@ -459,8 +466,9 @@ async def test_hall_runs_and_stops_quiet(
     await asyncio.sleep(0.2)
 
     assert len(listener.messages) == settled
-    for message in ("ticket", "rating", "count", "heartbeat", "call"):
+    for message in ("rating", "count", "heartbeat", "call"):
         assert listener.documents(message), message
+    assert requests.documents() and not listener.documents("ticket")
     received = {
         device_event_id(m.topic.split("/")[-2], json.loads(m.payload)["msg_id"])
         for m in listener.messages
