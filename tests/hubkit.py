@@ -99,11 +99,15 @@ async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
 
 @contextlib.asynccontextmanager
 async def running_hub(
-    broker_port: int, state_dir: Path, topic_root: str, devices: list[dict[str, Any]]
+    broker_port: int,
+    state_dir: Path,
+    topic_root: str,
+    devices: list[dict[str, Any]],
+    **extra: Any,
 ) -> AsyncIterator[HubService]:
     """A started hub (its MQTT subscription acknowledged), stopped on leaving."""
     root = topic_root.replace("/", "-")
-    service = HubService(hub_config(state_dir, broker_port, root, devices))
+    service = HubService(hub_config(state_dir, broker_port, root, devices, **extra))
     await service.start()
     try:
         assert service.ingest.wait_subscribed(10)

@@ -57,7 +57,7 @@ async def test_garbage_is_dead_lettered_and_the_printer_goes_on(
     printer's next ticket is journaled as usual."""
     printer, hub = printer_and_hub
     strike(printer, MqttFault.GARBAGE)
-    printer.issue_ticket("A")
+    printer.print_ticket("A001", "A")
 
     await eventually(lambda: _rows(hub, "SELECT 1 FROM events WHERE type = 'ticket'"))
     sql = "SELECT reason, SUM(count) FROM dead_letters GROUP BY reason"
@@ -90,15 +90,16 @@ async def test_flap_fires_the_last_will_then_the_printer_is_back(
 async def test_reboot_restarts_ticket_numbers_under_a_new_boot_id(
     printer_and_hub: tuple[SimulatedTicketPrinter, HubService],
 ) -> None:
-    """After a reboot the printer numbers tickets from A001 again with new message ids,
-    and the hub keeps both A001 tickets as the distinct events they are."""
+    """After a reboot the printer counts its message ids from 1 again, under a new boot
+    id: the same ticket printed before and after (a reprint) stays two distinct events,
+    never taken for a redelivery of the first."""
     printer, hub = printer_and_hub
-    printer.issue_ticket("A")
+    printer.print_ticket("A001", "A")
     boot_before = printer.boot_id
     strike(printer, MqttFault.REBOOT)
     await eventually(lambda: not printer.connected)
     await eventually(lambda: printer.connected)
-    printer.issue_ticket("A")
+    printer.print_ticket("A001", "A")
 
     tickets = await eventually(
         lambda: (rows if len(rows := _rows(hub, "SELECT event_id, data FROM events "
@@ -127,7 +128,7 @@ async def test_silent_printer_keeps_its_connection_but_publishes_nothing(
         strike(printer, MqttFault.SILENT)
         beating = asyncio.create_task(printer.run())
         await clock.advance(300)
-        printer.issue_ticket("A")
+        printer.print_ticket("A001", "A")
         await asyncio.sleep(0.3)  # anything sent would have arrived by now
         beating.cancel()
 
