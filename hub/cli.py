@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     replay.add_argument("--to", dest="end", required=True, metavar="DATE")
     replay.add_argument("--rules", type=Path, required=True, metavar="DIR")
 
+    bench = commands.add_parser("bench", help="run every benchmark in bench/, print one table")
+    bench.add_argument("--quick", action="store_true", help="short runs of each benchmark")
+    bench.add_argument("--only", action="append", metavar="NAME", help="run only these")
+
     # Its options belong to sync.receiver; they are passed through unparsed.
     commands.add_parser(
         "city-receiver",
@@ -173,6 +177,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return run_alerts_command(args)
     if args.command == "rules":
         return _rules_replay(args)
+    if args.command == "bench":
+        from hub.benchmarks import run_benchmarks
+
+        return run_benchmarks(args.quick, args.only)
     raise AssertionError(f"unhandled command {args.command}")
 
 
