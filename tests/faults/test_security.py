@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -25,14 +25,14 @@ from starlette.routing import Route
 from hub.broker import ManagedBroker
 from hub.console import OPEN_ROUTES, create_app
 from hub.service import HubService
-from sync.city_store import SQLiteBatchStore
-from sync.keys import HubKey
-from sync.receiver import BackgroundReceiver
 from sync.receiver import create_app as create_receiver_app
 from tests.hubkit import hub_config
-
-KEY = HubKey("hall-test.k1", "hall-test", bytes.fromhex("33" * 32))
-ADMIN_TOKEN = "receiver-admin-token-of-this-test"
+from tests.test_receiver import (
+    ADMIN_TOKEN,
+    KEY,
+    Running,
+    receiver,  # noqa: F401  (the receiver on loopback)
+)
 
 
 def concrete_requests(app: Starlette) -> list[tuple[str, str]]:
@@ -55,21 +55,6 @@ async def hub(
     await service.start()
     yield service
     await service.stop()
-
-
-@pytest.fixture
-def receiver(tmp_path: Path) -> Iterator[tuple[str, Starlette]]:
-    store = SQLiteBatchStore(tmp_path / "city.db")
-    app = create_receiver_app(store, {KEY.key_id: KEY}, admin_token=ADMIN_TOKEN)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    background = BackgroundReceiver(app, sock)
-    background.start()
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", app
-    finally:
-        background.stop()
-        store.close()
 
 
 async def test_every_console_route_refuses_requests_without_the_token(hub: HubService) -> None:
@@ -98,10 +83,12 @@ async def test_console_listens_on_loopback_only_by_default(hub: HubService) -> N
 
 
 async def test_every_receiver_route_refuses_unsigned_requests(
-    receiver: tuple[str, Starlette],
+    receiver: Running,  # noqa: F811
+    tmp_path: Path,
 ) -> None:
     """Each city receiver route but /healthz refuses a request with no signature or token."""
-    url, app = receiver
+    url = receiver.url
+    app = create_receiver_app(receiver.state.store, {KEY.key_id: KEY}, admin_token=ADMIN_TOKEN)
     requests = concrete_requests(app)
     assert any(path.startswith("/admin/") for _method, path in requests)
 
