@@ -38,17 +38,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import paho.mqtt.client as mqtt
 import yaml
 
+from bench.loopback import LOOPBACK, free_port, wait_healthy
 from bench.report import Row, emit
 from bench.thingsboard_standin import ThingsBoardStandIn
 from hub.broker import ManagedBroker
 from hub.events import device_event_id
 from sync.keys import add_key
 
-LOOPBACK = "127.0.0.1"
 GATEWAY_VERSION = "3.8.5"
 HUB_ID = "hall-peer"
 TOPIC_ROOT = "hall"
@@ -273,14 +272,8 @@ def start_receiver(folder: Path, port: int) -> subprocess.Popen[bytes]:
                "--port", str(port), "--keys", str(folder / "city-keys.json"),
                "--log-level", "WARNING"]  # fmt: skip
     process = logged(folder / "receiver.log", command)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://{LOOPBACK}:{port}/healthz", timeout=1).is_success:
-                return process
-        except httpx.HTTPError:
-            time.sleep(0.1)
-    raise SystemExit("the city receiver did not start")
+    wait_healthy(port, "the city receiver")
+    return process
 
 
 def read_ids(db: Path, sql: str) -> list[str]:
@@ -378,15 +371,6 @@ def quiet_logging() -> dict[str, Any]:
 
 
 # -- plumbing ---------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind((LOOPBACK, 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def logged(
