@@ -120,6 +120,8 @@ def publish_all(port: int, count: int, seed: int) -> int:
     for number in range(count):
         topic, message = random_topic(rng)
         sent.append(client.publish(topic, random_payload(rng, message, number), qos=1))
+        if number % 10_000 == 9_999:  # MQTT packet ids run out at 65,535 in flight
+            sent[-1].wait_for_publish(timeout=300)
     for info in sent:
         info.wait_for_publish(timeout=300)
     client.disconnect()
