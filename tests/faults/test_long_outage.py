@@ -4,8 +4,9 @@ A hall publishes every six hours of wall time for 72 hours while the city receiv
 is down (its port refuses connections); occupancy readings come fast enough to
 pass the telemetry cap. Each six hours moves the wall clock by six hours and the
 monotonic clock by two minutes, enough for the backlog guard and the uplink's
-retries to run, without replaying every one-second tick of three days. Then the city comes back. Ratings, alarms and tickets must arrive
-exactly once and in each lane's order; telemetry follows the disk policy: what
+retries to run, without replaying every one-second tick of three days. Then the
+city comes back. Ratings, alarms and tickets must arrive exactly once and in each
+lane's order; telemetry follows the disk policy: what
 is over the cap is compacted, and the city sees the lane contiguous, events and
 tombstones together, up to the hub's last seq.
 """
