@@ -87,6 +87,10 @@ class HallPublisher:
             if info.is_published()
         }
 
+    def sent_in_order(self) -> list[str]:
+        """Event ids of every message sent so far, in the order they were published."""
+        return [device_event_id(device, msg_id) for _info, device, msg_id in self._sent]
+
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
