@@ -21,6 +21,7 @@ from devices.errors import RegisterDecodeError
 from devices.payloads import RejectedMessage, decode_payload
 from devices.profiles import DeviceModel, Register
 from devices.registers import decode_register, encode_register, word_count
+from hub.events import device_event_id, fallback_event_id
 from rules.actions import ClearCondition, RaiseCondition
 from rules.spec import FieldTest
 from tests.rulekit import Moment, engine_from, event
@@ -301,3 +302,42 @@ def test_threshold_with_hysteresis_follows_its_levels(tmp_path: Path, counts: li
             crowded = False
         else:
             assert actions == []
+
+
+# -- event ids (dedupe) ----------------------------------------------------------------
+
+IDS = st.text(min_size=1, max_size=20)
+
+
+def test_event_ids_of_released_hubs_stay_the_same() -> None:
+    """The city dedupes by these ids across hub upgrades: the derivation must never change."""
+    assert device_event_id("pad-1", "b00t-1") == "4ec24fef-1754-5955-9e78-12276cb1292d"
+    assert fallback_event_id("pad-1", "hall/pad-1/rating", b"{}") == (
+        "de7dc8ba-cb87-5d7e-ba0c-c9087e4e661f"
+    )
+
+
+@FAST
+@given(device=IDS, other_device=IDS, message=IDS, other_message=IDS)
+def test_a_device_message_id_is_one_event_and_any_other_pair_another(
+    device: str, other_device: str, message: str, other_message: str
+) -> None:
+    """The same device and msg_id give the same event id; a different pair never collides."""
+    same = device_event_id(device, message)
+    assert same == device_event_id(device, message)
+    if (device, message) != (other_device, other_message):
+        assert device_event_id(other_device, other_message) != same
+
+
+@FAST
+@given(device=IDS, topic=IDS, payload=st.binary(max_size=64), other=st.binary(max_size=64))
+def test_without_msg_id_identical_bytes_are_one_event_and_any_change_another(
+    device: str, topic: str, payload: bytes, other: bytes
+) -> None:
+    """A redelivery (same device, topic, bytes) is the same event; other bytes are not."""
+    same = fallback_event_id(device, topic, payload)
+    assert same == fallback_event_id(device, topic, payload)
+    assert (fallback_event_id(device, topic, other) == same) is (other == payload)
+    assert fallback_event_id(device, topic + "/x", payload) != same
+    assert fallback_event_id(device + "x", topic, payload) != same
+    assert device_event_id(device, topic) != same
