@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -71,24 +73,36 @@ def run_bench(name: str, quick: bool, timeout: float) -> BenchRun:
     print(f"== {' '.join(command[1:])}", flush=True)
     run = BenchRun(name)
     started = time.monotonic()
+    # Its own process group, so a timeout also ends the hub and broker it started.
+    bench = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True, start_new_session=True)  # fmt: skip
     try:
-        finished = subprocess.run(
-            command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False
-        )
+        stdout, stderr = bench.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
+        end_group(bench)
         run.returncode, run.tail = -1, f"timed out after {timeout:.0f} s"
         return run
 
     run.seconds = time.monotonic() - started
-    run.returncode = finished.returncode
-    for line in finished.stdout.splitlines():
+    run.returncode = bench.returncode
+    for line in stdout.splitlines():
         row = parse(line)
         if row is None:
             print(f"   {line}", flush=True)
         else:
             run.rows.append(row)
-    run.tail = " | ".join(finished.stderr.strip().splitlines()[-3:])
+    run.tail = " | ".join(stderr.strip().splitlines()[-3:])
     return run
+
+
+def end_group(bench: subprocess.Popen[str]) -> None:
+    """SIGTERM to the benchmark's process group, SIGKILL to what is left after 15 s."""
+    os.killpg(bench.pid, signal.SIGTERM)
+    try:
+        bench.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        os.killpg(bench.pid, signal.SIGKILL)
+        bench.communicate()
 
 
 def readable(figure: float) -> str:
