@@ -4,7 +4,7 @@ Target: under 60 s for `replay_preview` (current rules and a candidate, both ove
 the whole day). The journal is built first, straight into SQLite, and not timed.
 As a baseline the same run times a plain read of the snapshot with no rules.
 
-    python -m bench.replay_day [--events N] [--keep DIR]
+    python -m bench.replay_day [--events N] [--keep DIR] [--quick]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from bench.hall_load import busy_hall_events, many_rules, zones_of
+from bench.report import Row, emit
 from hub.calendar import HallCalendar
 from hub.journal import SCHEMA, connect
 from rules.layers import load_layers, shipped_pack
@@ -51,7 +52,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--keep", type=Path, help="build the journal here and keep it")
+    parser.add_argument("--quick", action="store_true", help="100,000 events")
     args = parser.parse_args()
+    if args.quick:
+        args.events = 100_000
 
     folder = args.keep or Path(tempfile.mkdtemp(prefix="hallhub-bench-"))
     journal = folder / "journal.sqlite3"
@@ -78,6 +82,16 @@ def main() -> None:
         f"{len(report.candidate):,} with the candidate, in {took:.1f} s "
         f"({took / baseline:.1f}x the plain read); target < {TARGET_SECONDS:.0f} s {verdict}"
     )
+    # The target is for a whole day of a million events; scale a shorter run to it.
+    per_million = took * 1_000_000 / max(report.events, 1)
+    emit(
+        [
+            Row("replay_day", "preview of 1M events (scaled)", per_million, "s",
+                f"< {TARGET_SECONDS:.0f} s", per_million < TARGET_SECONDS),
+            Row("replay_day", "preview vs plain snapshot read", took / baseline,
+                "x plain read", "informative", None),
+        ]
+    )  # fmt: skip
     if args.keep is None:
         for leftover in folder.iterdir():
             leftover.unlink()

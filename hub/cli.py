@@ -137,6 +137,10 @@ def _parser() -> argparse.ArgumentParser:
 
     add_operations_parsers(commands)
 
+    bench = commands.add_parser("bench", help="run every benchmark in bench/, print one table")
+    bench.add_argument("--quick", action="store_true", help="short runs of each benchmark")
+    bench.add_argument("--only", action="append", metavar="NAME", help="run only these")
+
     # Its options belong to sync.receiver; they are passed through unparsed.
     commands.add_parser(
         "city-receiver",
@@ -214,6 +218,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from hub.tickets.cli import run as run_queue_command
 
         return run_queue_command(args)
+    if args.command == "bench":
+        from hub.benchmarks import run_benchmarks
+
+        return run_benchmarks(args.quick, args.only)
     raise AssertionError(f"unhandled command {args.command}")
 
 

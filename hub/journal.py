@@ -321,7 +321,10 @@ class Journal:
                 if stop:
                     break
         finally:
-            conn.execute("PRAGMA optimize")
+            try:
+                conn.execute("PRAGMA optimize")
+            except sqlite3.Error as exc:  # a full disk must not keep the file open
+                logger.warning("journal statistics not refreshed at close: %s", exc)
             conn.close()
 
     def _take_group(self) -> tuple[list[_Append | _Call], bool]:

@@ -37,7 +37,12 @@ RATINGS_PER_PAD = 250
 KILLS = 3
 
 
-def write_hub_config(tmp_path: Path, broker: ManagedBroker, receiver_port: int) -> Path:
+def write_hub_config(
+    tmp_path: Path,
+    broker: ManagedBroker,
+    receiver_port: int,
+    devices: list[dict[str, str]] | None = None,
+) -> Path:
     key = add_key(tmp_path / "city" / "keys.json", HUB_ID)
     secret_file = tmp_path / "hub" / "city-secret"
     secret_file.parent.mkdir(parents=True)
@@ -52,7 +57,8 @@ def write_hub_config(tmp_path: Path, broker: ManagedBroker, receiver_port: int) 
             "secret_file": str(secret_file),
             "batch_size": 100,
         },
-        "devices": [{"id": pad, "model": "rating-pad-rp5", "window": pad} for pad in PADS],
+        "devices": devices
+        or [{"id": pad, "model": "rating-pad-rp5", "window": pad} for pad in PADS],
     }
     path = tmp_path / "hallhub.yaml"
     path.write_text(yaml.safe_dump(document))
