@@ -62,7 +62,8 @@ async def start_hall(
     tmp_path: Path, broker: ManagedBroker, root: str, wall: str
 ) -> AsyncIterator[Hall]:
     clock = ManualClock(wall=wall_at(wall))
-    hub = HubService(hub_config(tmp_path / "hub", broker.port, root, DEVICES), clock=clock)
+    config = hub_config(tmp_path / "hub", broker.port, root, DEVICES, tickets=TICKETS)
+    hub = HubService(config, clock=clock)
     await hub.start()
     assert hub.ingest.wait_subscribed(10)  # SUBACK: the broker now queues for the hub
     log = PublicationLog(tmp_path / "published.jsonl")
@@ -88,6 +89,9 @@ async def start_hall(
             await device.stop()
         log.close()
         await hub.stop()
+
+
+TICKETS = {"categories": {"A": {"name": "综合受理"}}, "windows": {"W01": {"categories": ["A"]}}}
 
 
 @pytest.fixture
@@ -272,6 +276,28 @@ async def test_burst_of_ratings_from_one_pad_raises_integrity_condition(hall: Ha
     pad.rate("非常满意")
     alert = (await eventually(lambda: hall.alerts("rating_integrity")))[0]
     assert "5 ratings" in alert["message"]
+
+
+async def test_ratings_after_tickets_called_to_their_window_raise_nothing(hall: Hall) -> None:
+    """The same burst, but the queue has just called a ticket to that window: no alert."""
+    printer = hall.devices["printer-1"]
+    assert isinstance(printer, SimulatedTicketPrinter)
+    assert await printer.take_ticket("A") is not None
+    await hall.hub.tickets.set_window_state("W01", "open", "test")
+    assert await hall.hub.tickets.call_next("W01", "test") is not None
+    pad = hall.devices["pad-w01"]
+    assert isinstance(pad, SimulatedRatingPad)
+    for _ in range(6):
+        pad.rate("非常满意")
+    await eventually(lambda: _ratings_journaled(hall) >= 6)
+    time.sleep(0.3)
+    assert hall.alerts("rating_integrity") == []
+
+
+def _ratings_journaled(hall: Hall) -> int:
+    with hall.hub.journal.reading() as conn:
+        row = conn.execute("SELECT COUNT(*) FROM events WHERE device_id = 'pad-w01'").fetchone()
+    return int(row[0])
 
 
 def _holds(hall: Hall, rule_id: str, key: str) -> bool:
