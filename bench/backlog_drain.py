@@ -26,7 +26,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--devices", type=int, default=300)
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.messages = min(args.messages, 20_000)
     total = args.messages // 2 * 2
 
     with tempfile.TemporaryDirectory(prefix="hallhub-bench-") as temp:

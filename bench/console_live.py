@@ -128,7 +128,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=10)
     parser.add_argument("--probes", type=int, default=100)
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.probes = min(args.probes, 20)
 
     delays = asyncio.run(measure(args.pages, args.probes))
     p50 = statistics.median(delays)

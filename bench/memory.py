@@ -28,7 +28,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--seconds", type=float, default=30.0)
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 10.0)
     total = int(args.devices * args.seconds / HALL_INTERVAL) // 2 * 2
 
     with tempfile.TemporaryDirectory(prefix="hallhub-bench-") as temp:

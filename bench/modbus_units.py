@@ -137,7 +137,10 @@ def main() -> None:
     parser.add_argument("--units", type=int, default=50)
     parser.add_argument("--line-units", type=int, default=10)
     parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 5.0)
     logging.basicConfig(level=logging.CRITICAL)
     emit(asyncio.run(measure(args.units, args.line_units, args.seconds)))
 

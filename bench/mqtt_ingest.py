@@ -124,7 +124,11 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=40_000)
     parser.add_argument("--devices", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=30.0, help="length of the hall load")
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.messages = min(args.messages, 10_000)
+        args.seconds = min(args.seconds, 10.0)
     total = args.messages // 2 * 2
 
     with tempfile.TemporaryDirectory(prefix="hallhub-bench-") as temp:

@@ -69,7 +69,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--pads", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.seconds = min(args.seconds, 8.0)
     pads = [f"pad-{n}" for n in range(args.pads)]
 
     with tempfile.TemporaryDirectory() as scratch:

@@ -71,7 +71,10 @@ def verify_seconds(folder: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--ratings", type=int, default=2_000)
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.ratings = min(args.ratings, 500)
 
     rows: list[Row] = []
     for algorithm in ("sha256", "sm3"):

@@ -80,7 +80,10 @@ async def measure(kills: int, folder: Path) -> list[float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="a short run (hallhub bench --quick)")
     args = parser.parse_args()
+    if args.quick:
+        args.kills = min(args.kills, 2)
     with tempfile.TemporaryDirectory(prefix="ticket-restart-") as folder:
         times = asyncio.run(measure(args.kills, Path(folder)))
     worst = max(times)

@@ -236,8 +236,11 @@ def test_killed_broker_starts_again(fresh_broker: ManagedBroker) -> None:
 
 
 HUB_STAND_IN = """
-import sys, time
+import signal, sys, time
 from pathlib import Path
+# Ctrl-C ends it even when started with SIGINT ignored (a background job), as the
+# hub's own handler does.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from hub.broker import ManagedBroker
 broker = ManagedBroker(Path(sys.argv[1]), "127.0.0.1", int(sys.argv[2]))
 broker.start()

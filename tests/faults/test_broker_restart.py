@@ -114,8 +114,8 @@ async def test_broker_kill_during_ingest_loses_at_most_what_came_after_its_last_
         await asyncio.sleep(1)
         published = feeder.stop()
         after_restart = published - at_kill
-        await eventually(lambda: after_restart <= set(stored_ids(journal_of(config))), 30)
-        await eventually(lambda: before_save <= set(stored_ids(journal_of(config))), 30)
+        await eventually(lambda: after_restart <= set(stored_ids(journal_of(config))), 60)
+        await eventually(lambda: before_save <= set(stored_ids(journal_of(config))), 60)
     finally:
         await hub.stop()
 
