@@ -9,6 +9,7 @@ rules' decisions through the alert service, and wakes the uplink to the city.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import socket
@@ -556,20 +557,44 @@ class HubService:
         follow live commits, skipping anything the catch-up already covered.
         """
         handled = await self._catch_up_rules()
+        alarms: collections.deque[Event] = collections.deque()
+        others: collections.deque[Event] = collections.deque()
         while True:
-            events = await self._committed.get()
-            # Take every group committed meanwhile, so saving progress once per pass
-            # (a journal round trip) cannot make the rules fall ever further behind.
-            while not self._committed.empty():
-                events = [*events, *self._committed.get_nowait()]
-            fresh = [event for event in events if event.seq > handled[event.lane]]
-            for event in fresh:
+            self._take_committed(alarms, others, await self._committed.get(), handled)
+            if not (alarms or others):
+                continue
+            while alarms or others:
+                # Alarms jump the queue: under a burst of telemetry a toilet call must
+                # not wait for thousands of readings. Each lane keeps its own order.
+                self._take_all_committed(alarms, others, handled)
+                event = alarms.popleft() if alarms else others.popleft()
                 await self._observe_health(event)
                 await self.device_commands.observe(event)
                 await self._apply_rules(event)
-                handled[event.lane] = event.seq
-            if fresh:
-                await self._save_rule_progress(handled)
+                handled[event.lane] = max(handled[event.lane], event.seq)
+            # Saved once per pass (a journal round trip), so saving cannot make the
+            # rules fall ever further behind.
+            await self._save_rule_progress(handled)
+
+    def _take_all_committed(
+        self,
+        alarms: collections.deque[Event],
+        others: collections.deque[Event],
+        handled: dict[Lane, int],
+    ) -> None:
+        while not self._committed.empty():
+            self._take_committed(alarms, others, self._committed.get_nowait(), handled)
+
+    @staticmethod
+    def _take_committed(
+        alarms: collections.deque[Event],
+        others: collections.deque[Event],
+        events: list[Event],
+        handled: dict[Lane, int],
+    ) -> None:
+        for event in events:
+            if event.seq > handled[event.lane]:
+                (alarms if event.lane is Lane.ALARM else others).append(event)
 
     async def _observe_health(self, event: Event) -> None:
         change = self.registry.observe(event, self.clock.monotonic())
