@@ -244,8 +244,13 @@ async def test_blocked_handler_neither_stops_ingest_nor_starves_keepalive(
         time.sleep(3)  # three keepalive periods with the loop still blocked
         release.set()
 
+    blocked = threading.Event()
+
     def blocking_rule(_event: Event, _zone: str, _now: Any) -> list[Any]:
-        threading.Thread(target=publish_while_blocked, name="publisher").start()
+        if blocked.is_set():  # only the first event blocks; the ratings pass through
+            return []
+        blocked.set()
+        threading.Thread(target=publish_while_blocked, name="publisher", daemon=True).start()
         release.wait(20)
         return []
 
