@@ -82,17 +82,6 @@ class AuditTrail:
         logger.info("audit: %s %s %s", actor, action, target)
         return entry_id
 
-    async def forget_before(self, at: float) -> int:
-        """Remove whole entries older than `at` (retention); returns how many went."""
-
-        def delete(conn: sqlite3.Connection) -> int:
-            return conn.execute("DELETE FROM audit_trail WHERE at < ?", (at,)).rowcount
-
-        removed = await self._journal.write(delete)
-        if removed:
-            logger.info("audit: %d entries past retention removed", removed)
-        return int(removed)
-
     def entries(self, since: float = 0.0, limit: int = 200) -> list[AuditEntry]:
         """The newest entries at or after `since`, newest first."""
         with self._journal.reading() as conn:

@@ -9,6 +9,9 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pydantic
+import pytest
+
 from hub.audit import AuditTrail
 from hub.clock import ManualClock
 from hub.events import Lane
@@ -114,3 +117,9 @@ async def test_pruned_space_goes_back_to_the_file_system(journal: Journal) -> No
 
     assert remaining(journal, Lane.TELEMETRY) == ["bulk-1500"]
     assert journal.path.stat().st_size < before / 2
+
+
+def test_audit_retention_below_six_months_is_refused() -> None:
+    """Keeping the audit trail under six months is a configuration error, not a silent cut."""
+    with pytest.raises(pydantic.ValidationError, match=r"0\.5"):
+        RetentionSection(audit_years=0.25)

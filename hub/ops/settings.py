@@ -47,6 +47,7 @@ class RetentionSection(_Section):
     rating_years: float = Field(default=3.0, ge=0.5)
     alarm_years: float = Field(default=3.0, ge=0.5)
     ticket_years: float = Field(default=3.0, ge=0.5)
+    # Rating work guides ask for at least six months of admin and crew actions.
     audit_years: float = Field(default=3.0, ge=0.5)
     interval: float = Field(default=3600.0, gt=0, description="seconds between prunes")
 

@@ -123,7 +123,6 @@ class RatingDesk:
         self.codes = LevelCodes(settings.targets)
         self.digest = digest_named(settings.hash)
         self.tasks = FollowUpTasks(journal, clock, calendar, alerts, audit, settings)
-        self._audit = audit
         self._state_dir = state_dir
         self._citizens: CitizenKeys | None = None
         self._lock = asyncio.Lock()
@@ -173,7 +172,7 @@ class RatingDesk:
                     handled = event.seq
 
     async def run_sweeps(self) -> None:
-        """Every `check_interval` seconds: overdue tasks, the unrated policy, retention."""
+        """Every `check_interval` seconds: overdue tasks and the unrated policy."""
         while True:
             await self.clock.sleep(self.settings.check_interval)
             try:
@@ -185,8 +184,6 @@ class RatingDesk:
         """One pass of the periodic checks."""
         await self.tasks.alert_overdue()
         await self.apply_unrated_policy()
-        cutoff = self.clock.wall() - self.settings.audit_retention_days * DAY_SECONDS
-        await self._audit.forget_before(cutoff)
 
     # -- intake ------------------------------------------------------------------
 

@@ -8,8 +8,6 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from hub.ratings.levels import check_code_map
 
-MIN_AUDIT_RETENTION_DAYS = 183  # rating work guides ask for at least six months
-
 
 class RatingsSection(BaseModel):
     """How the hall handles ratings, follow-up tasks and the chain."""
@@ -32,7 +30,6 @@ class RatingsSection(BaseModel):
     )
     supervisor_team: str = "supervisor"
     check_interval: float = Field(default=60.0, gt=0, description="seconds between sweeps")
-    audit_retention_days: int = Field(default=MIN_AUDIT_RETENTION_DAYS, ge=MIN_AUDIT_RETENTION_DAYS)
     targets: dict[str, dict[str, int]] = Field(
         default={}, description="extra level-name-to-code maps per target system"
     )

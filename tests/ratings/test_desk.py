@@ -240,29 +240,6 @@ async def test_staff_id_comes_from_the_case_record(tmp_path: Path) -> None:
     assert recorded.fields["staff_id"] == "S2048"
 
 
-async def test_audit_entries_past_retention_are_removed_by_the_sweep(tmp_path: Path) -> None:
-    """The sweep drops audit entries older than audit_retention_days, and only those."""
-    async with ratings_hall(tmp_path, {"audit_retention_days": 200}) as hall:
-        await hall.audit.record("张三", "device_commissioned", "pad-w07")
-        await hall.clock.advance(150 * DAY)
-        await hall.audit.record("李四", "device_retired", "pad-w08")
-        await hall.clock.advance(60 * DAY)
-        await hall.desk.sweep()
-        kept = [entry.actor for entry in hall.audit.entries()]
-
-    assert kept == ["李四"]
-
-
-def test_audit_retention_below_six_months_is_refused() -> None:
-    """Retention under six months is a configuration error, not a silent shortening."""
-    from pydantic import ValidationError
-
-    from hub.ratings import RatingsSection
-
-    with pytest.raises(ValidationError, match="183"):
-        RatingsSection.model_validate({"audit_retention_days": 90})
-
-
 async def test_a_rating_chained_before_a_crash_is_journaled_once_at_restart(
     tmp_path: Path,
 ) -> None:
