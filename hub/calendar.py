@@ -22,13 +22,13 @@ import enum
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from zoneinfo import ZoneInfo
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import chinese_calendar
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from hub.clock import Clock
-from hub.errors import HallhubError
+from hub.errors import ConfigError, HallhubError
 from hub.yamlfile import load_model
 
 logger = logging.getLogger(__name__)
@@ -112,18 +112,35 @@ class Closure(_Strict):
     reason: str
 
 
-class CalendarSettings(_Strict):
-    """The hall's calendar configuration (the override file)."""
+DEFAULT_WEEKDAY = DayHours(
+    opens=dt.time(9),
+    closes=dt.time(17),
+    midday=Period(start=dt.time(12), end=dt.time(13, 30)),
+)
+
+
+class OpeningSchedule(_Strict):
+    """Opening hours alone: what a city sets for its halls in a schedule file."""
 
     timezone: str = "Asia/Shanghai"
-    weekday: DayHours = DayHours(
-        opens=dt.time(9),
-        closes=dt.time(17),
-        midday=Period(start=dt.time(12), end=dt.time(13, 30)),
-    )
+    weekday: DayHours = DEFAULT_WEEKDAY
     saturday: DayHours | None = Field(
         default=None, description="Saturday service hours; none means closed on Saturdays"
     )
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, name: str) -> str:
+        try:
+            ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {name!r}") from exc
+        return name
+
+
+class CalendarSettings(OpeningSchedule):
+    """The hall's calendar configuration (the override file): hours, years, closures."""
+
     years: dict[int, YearTable] = {}
     closures: list[Closure] = []
 
@@ -139,6 +156,32 @@ class CalendarWarning:
 def load_calendar_settings(path: Path) -> CalendarSettings:
     """Read and validate a hall calendar override file."""
     return load_model(path, CalendarSettings)
+
+
+def load_opening_schedule(path: Path) -> OpeningSchedule:
+    """Read and validate a file of opening hours only."""
+    return load_model(path, OpeningSchedule)
+
+
+def with_opening_schedule(
+    calendar: CalendarSettings | None, schedule: OpeningSchedule | None, source: str
+) -> CalendarSettings | None:
+    """`calendar` with the hours `schedule` states; each setting stated in one place only.
+
+    Raises ConfigError, naming `source`, when both state the same setting: which one
+    should win would be a guess.
+    """
+    if schedule is None:
+        return calendar
+    hours = {name: getattr(schedule, name) for name in schedule.model_fields_set}
+    if calendar is None:
+        return CalendarSettings.model_validate(hours)
+    twice = sorted(set(hours) & calendar.model_fields_set)
+    if twice:
+        raise ConfigError(
+            source, [f"{name} is stated in both the calendar and the schedule" for name in twice]
+        )
+    return calendar.model_copy(update=hours)
 
 
 def layered_settings(

@@ -32,6 +32,8 @@ from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub.alerts import DevicePlace, list_alerts
 from hub.alerts.crews import CrewAlerts
+from hub.alerts.hours import AlwaysOpen, FixedHours
+from hub.alerts.settings import ClosedHours
 from hub.audit import AuditTrail
 from hub.broker import Broker, start_broker
 from hub.calendar import (
@@ -56,11 +58,12 @@ from hub.ops.retention import Retention
 from hub.ratings import RatingDesk
 from hub.statelock import StateLock
 from hub.tickets import TicketDesk, TicketService, desk_connection
+from hub.tickets.settings import TicketsSection, layered_tickets
 from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
 from rules.runner import RuleRunner
 from sync.backlog import BacklogGuard, BacklogPolicy
-from sync.city_config import CityConfigStore
+from sync.city_config import CityConfigStore, city_calendar, city_windows
 from sync.commands import CommandChannel, Handler, events_after
 from sync.enrolment import client_context, load_enrolment, open_uplink
 from sync.poison import Disposition, SetAside, set_aside_summary
@@ -145,8 +148,8 @@ class HubService:
             self._place_of,
             f"{config.mqtt.crew_topic_root}/{config.hub.id}/crews",
             (config.mqtt.host, config.mqtt.port, config.client_id),
-            # With a hall calendar file, its opening hours decide what pages at night.
-            hours=CalendarHours(self.calendar) if self.calendar.settings_given else None,
+            # Once the hall or the city gives a calendar, its hours decide what pages at night.
+            hours=CalendarHours(self.calendar, config.alerts.closed_hours),
             credentials=(
                 (config.mqtt.username, _read_secret(config.mqtt.password_file))
                 if config.mqtt.username is not None
@@ -174,7 +177,7 @@ class HubService:
         self.live = LiveFeed()  # the console's live updates
         self.accounts = ConsoleAccounts(state_dir, self.clock)
         self.tickets = TicketService(
-            config.tickets,
+            self._ticket_settings(self.city_config.active_dir()),
             self.journal,
             self.clock,
             self.calendar,
@@ -432,7 +435,7 @@ class HubService:
         return Registry(self.config.devices, models)
 
     def _check_city_layer(self, city_layer: Path | None) -> None:
-        """Raise ConfigError if the rules would not load with this city layer."""
+        """Raise ConfigError if the hall's own files would not load on this city layer."""
         layers = hall_layers(self.config.hub.state_dir, self.config.rule_files)
         rules_dir = city_layer / "rules" if city_layer is not None else None
         layers = [
@@ -440,11 +443,14 @@ class HubService:
         ]
         load_layers(layers)
         self._build_registry(city_layer)
+        self._calendar_settings(city_layer)
+        self._ticket_settings(city_layer)
 
     def _start_on_city_config(self, city_layer: Path) -> None:
-        """Check the new version, point the rules' city layer at it, reload the rules.
+        """Check the new version, then switch rules and calendar to it.
 
-        New device models apply at the next start.
+        The queue's windows follow in `_apply_city_config` (a journal write); new
+        device models apply at the next start.
         """
         self._check_city_layer(city_layer)
         self._link_city_rules()
@@ -452,12 +458,16 @@ class HubService:
         self.calendar.replace_settings(self._calendar_settings(city_layer))
 
     def _calendar_settings(self, city_layer: Path | None) -> CalendarSettings | None:
-        """The city's calendar.yaml, if its active bundle has one, under the hall's file."""
-        city_file = city_layer / "calendar.yaml" if city_layer is not None else None
-        city = load_calendar_settings(city_file) if city_file and city_file.exists() else None
+        """The city's calendar and opening hours, if its version has them, under the hall's."""
+        city = city_calendar(city_layer) if city_layer is not None else None
         hall_file = self.config.calendar_file
         hall = load_calendar_settings(hall_file) if hall_file else None
         return layered_settings(city, hall)
+
+    def _ticket_settings(self, city_layer: Path | None) -> TicketsSection:
+        """The hall's ``tickets:`` section on the city's window assignments, if any."""
+        city = city_windows(city_layer) if city_layer is not None else None
+        return layered_tickets(city, self.config.tickets, "the city's windows.yaml")
 
     def _link_city_rules(self) -> None:
         """Make the rules' city layer follow the active city configuration."""
@@ -477,6 +487,8 @@ class HubService:
         result = self.city_config.apply(bundle, keys, self._start_on_city_config)
         if result.status == "rolled_back":
             self.rules.reload_if_changed()
+        windows = self._ticket_settings(self.city_config.active_dir())
+        await self.tickets.replace_settings(windows, actor="city")
         return result.to_json()
 
     async def _answer_state_query(self, _payload: dict[str, Any]) -> dict[str, Any]:
@@ -784,10 +796,17 @@ def _check_models_exist(config: HubConfig, models: dict[str, DeviceModel]) -> No
 
 
 class CalendarHours:
-    """The hall calendar's opening hours, as the alerts' paging policy asks for them."""
+    """The hall calendar's opening hours, as the alerts' paging policy asks for them.
 
-    def __init__(self, calendar: HallCalendar) -> None:
+    Until a calendar is given (the hall's file or the city's), the fixed times of
+    ``closed_hours:`` apply; a calendar the city sends later takes over at once.
+    """
+
+    def __init__(self, calendar: HallCalendar, closed_hours: ClosedHours | None) -> None:
         self._calendar = calendar
+        self._fixed = FixedHours(closed_hours) if closed_hours is not None else AlwaysOpen()
 
     def is_open(self, wall: float) -> bool:
+        if not self._calendar.settings_given:
+            return self._fixed.is_open(wall)
         return self._calendar.is_open(self._calendar.at_wall(wall))

@@ -6,10 +6,15 @@ relative name to YAML text; the names allowed, and how each is checked:
 * ``rules/<name>.yaml``: a rule file (`rules.spec.RuleFile`); the whole layering
   (pack, city, hall; overrides of rules by id) is checked when the hub starts on it;
 * ``devices/<name>.yaml``: a device model (`devices.profiles.load_model_file`);
-* ``calendar.yaml``: the city's calendar baseline, checked with the hall calendar's
-  schema (`hub.calendar.CalendarSettings`); the hall's own calendar file sits on it;
-* ``schedules.yaml``, ``windows.yaml``: opening schedules and window assignments.
-  No hallhub part reads them yet, so they are only checked to be YAML mappings.
+* ``calendar.yaml``: the city's calendar baseline (year tables, closures), checked
+  with the hall calendar's schema (`hub.calendar.CalendarSettings`);
+* ``schedules.yaml``: opening hours (`hub.calendar.OpeningSchedule`: time zone,
+  weekday and Saturday hours, the midday window). With ``calendar.yaml`` it makes
+  the city's calendar (`city_calendar`); a setting stated in both is refused. The
+  hall's own calendar file sits on top;
+* ``windows.yaml``: service categories and window assignments
+  (`hub.tickets.settings.WindowAssignments`); the hall's ``tickets:`` section sits
+  on top, window by window (`city_windows`).
 
 The signature is HMAC-SHA256, with one of the hub's own keys, over the canonical
 JSON of ``{"version", "files"}``: a bundle altered on the way is refused even if
@@ -42,11 +47,16 @@ from pathlib import Path
 from typing import Any
 
 import pydantic
-import yaml
 
 from devices.profiles import load_model_file
-from hub.calendar import load_calendar_settings
+from hub.calendar import (
+    CalendarSettings,
+    load_calendar_settings,
+    load_opening_schedule,
+    with_opening_schedule,
+)
 from hub.errors import ConfigError
+from hub.tickets.settings import WindowAssignments, load_window_assignments
 from hub.yamlfile import describe_errors, read_yaml
 from rules.spec import RuleFile
 from sync.keys import HubKey
@@ -227,6 +237,20 @@ def _check_signature(
         raise ConfigError(f"bundle {version}", ["signature does not match"])
 
 
+def city_calendar(folder: Path) -> CalendarSettings | None:
+    """The calendar a version's ``calendar.yaml`` and ``schedules.yaml`` make together."""
+    calendar_file, schedule_file = folder / "calendar.yaml", folder / "schedules.yaml"
+    calendar = load_calendar_settings(calendar_file) if calendar_file.exists() else None
+    schedule = load_opening_schedule(schedule_file) if schedule_file.exists() else None
+    return with_opening_schedule(calendar, schedule, "calendar.yaml and schedules.yaml")
+
+
+def city_windows(folder: Path) -> WindowAssignments | None:
+    """A version's window assignments, or None when it has no ``windows.yaml``."""
+    path = folder / "windows.yaml"
+    return load_window_assignments(path) if path.exists() else None
+
+
 def _validate_folder(folder: Path) -> None:
     """Check every file of a staged version with the schema that fits it."""
     problems: list[str] = []
@@ -236,6 +260,11 @@ def _validate_folder(folder: Path) -> None:
             _validate_file(name, path)
         except ConfigError as exc:
             problems.extend(f"{name}: {problem}" for problem in exc.problems)
+    if not problems:
+        try:
+            city_calendar(folder)
+        except ConfigError as exc:
+            problems.extend(f"{exc.file}: {problem}" for problem in exc.problems)
     if problems:
         raise ConfigError(folder.name, problems)
 
@@ -251,10 +280,9 @@ def _validate_file(name: str, path: Path) -> None:
         load_model_file(path)
     elif name == "calendar.yaml":
         load_calendar_settings(path)
+    elif name == "schedules.yaml":
+        load_opening_schedule(path)
+    elif name == "windows.yaml":
+        load_window_assignments(path)
     else:
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as exc:
-            raise ConfigError(name, [f"not YAML: {exc}"]) from exc
-        if not isinstance(document, dict):
-            raise ConfigError(name, ["must be a YAML mapping"])
+        raise ConfigError(name, ["not a file a bundle may hold"])

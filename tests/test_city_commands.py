@@ -23,6 +23,8 @@ from hub.clock import SystemClock
 from hub.events import Lane
 from hub.journal import Journal
 from hub.service import HubService
+from hub.tickets import TicketRequest
+from hub.tickets.errors import UnknownWindowError
 from sync.city_config import ApplyResult
 from sync.city_store import SQLiteBatchStore
 from sync.commands import CommandChannel
@@ -53,10 +55,17 @@ def rule_pack(rule_id: str, severity: str = "normal") -> str:
 OVERRIDES_A_MISSING_RULE = "overrides:\n  no-such-rule: {enabled: false}\n"
 
 
+WINDOWS = (
+    "categories:\n  A: {name: 综合受理}\n  B: {name: 出入境}\n"
+    "windows:\n  W1: {categories: [A]}\n  W2: {categories: [A, B]}\n"
+)
+SATURDAY_SERVICE = "saturday: {opens: '09:00', closes: '12:00'}\n"
+ORDINARY_SATURDAY = dt.date(2026, 12, 5)
+
 GOOD_FILES = {
     "rules/city-baseline.yaml": rule_pack("city-unhappy"),
-    "schedules.yaml": "weekdays: {open: '09:00', close: '17:00'}\n",
-    "windows.yaml": "W1: [passports]\n",
+    "schedules.yaml": SATURDAY_SERVICE,
+    "windows.yaml": WINDOWS,
     "calendar.yaml": "closures:\n  - {date: 2026-12-31, reason: year-end stocktake}\n",
 }
 
@@ -120,7 +129,7 @@ async def hub(
 
 
 def make_config(
-    tmp_path: Path, broker: ManagedBroker, root: str, url: str, secret_file: Path
+    tmp_path: Path, broker: ManagedBroker, root: str, url: str, secret_file: Path, **extra: Any
 ) -> Any:
     key_id = next(iter(load_keys(tmp_path / "city-keys.json")))
     return hub_config(
@@ -129,6 +138,7 @@ def make_config(
         root.replace("/", "-"),
         DEVICES,
         city=city_section(url, secret_file, key_id),
+        **extra,
     )
 
 
@@ -162,6 +172,9 @@ async def test_configuration_push_is_applied_and_its_version_reported(
     )
     assert os.readlink(hub.city_config.root / "current") == "versions/2026.1"
     assert hub.calendar.closure(dt.date(2026, 12, 31)) == "year-end stocktake"
+    saturday = hub.calendar.hours(ORDINARY_SATURDAY)
+    assert saturday is not None and saturday.closes == dt.time(12)
+    assert list(hub.tickets.settings.windows) == ["W1", "W2"]
 
 
 async def test_push_failing_validation_leaves_the_old_configuration(
@@ -360,3 +373,88 @@ async def test_a_command_after_a_receiver_restart_is_carried_out(tmp_path: Path)
 
     assert [call["n"] for call in calls] == [1, 2]
     assert [answer["asked"] for answer in answers] == [1, 2]
+
+
+def window_states(hub: HubService) -> dict[str, str]:
+    return {window["window"]: window["state"] for window in hub.tickets.view()["windows"]}
+
+
+async def test_the_citys_windows_serve_at_once_and_a_dropped_window_is_closed(
+    hub: HubService, city: City
+) -> None:
+    """The city's window assignments reach the queue without a restart: its windows
+    call its categories. A later version without a window closes that window, which
+    finishes the ticket it was serving; the window is then refused, and a restarted
+    hub starts with the city's windows."""
+    await city.answer(await city.push("configure", {"version": "v1", "files": GOOD_FILES}))
+    await hub.tickets.set_window_state("W2", "open", "test")
+    issued = await hub.tickets.issue("printer-1", TicketRequest("r-1", "B"))
+    called = await hub.tickets.call_next("W2", "test")
+    only_w1 = "categories: {A: {name: 综合受理}}\nwindows:\n  W1: {categories: [A]}\n"
+
+    reply = await city.answer(
+        await city.push("configure", {"version": "v2", "files": {"windows.yaml": only_w1}})
+    )
+
+    assert issued["ticket"] == "B001" and called is not None and called["ticket"] == "B001"
+    assert reply["status"] == "active"
+    assert window_states(hub) == {"W1": "closed"}
+    with hub.journal.reading() as conn:
+        ticket = conn.execute("SELECT state FROM tickets WHERE label = 'B001'").fetchone()
+        audit = conn.execute(
+            "SELECT actor, detail FROM audit_trail WHERE action = 'queue.closed' AND target = 'W2'"
+        ).fetchone()
+    assert ticket["state"] == "served"
+    assert audit["actor"] == "city" and "unassigned" in audit["detail"]
+    with pytest.raises(UnknownWindowError):
+        await hub.tickets.call_next("W2", "test")
+    assert list(HubService(hub.config).tickets.settings.windows) == ["W1"]
+
+
+async def test_the_halls_own_windows_sit_on_the_citys(
+    receiver: tuple[str, Path],
+    broker: ManagedBroker,
+    tmp_path: Path,
+    unique_topic_root: str,
+    city: City,
+) -> None:
+    """A window the hall configures itself keeps the hall's categories; the city's
+    other windows join it. A city version whose window serves a category neither
+    side defines cannot start and is rolled back, leaving the windows as they were."""
+    url, secret_file = receiver
+    tickets = {"categories": {"A": {"name": "综合"}}, "windows": {"W1": {"categories": ["A"]}}}
+    config = make_config(tmp_path, broker, unique_topic_root, url, secret_file, tickets=tickets)
+    hub = HubService(config)
+    await hub.start()
+    city_windows = "categories: {B: {name: 出入境}}\nwindows:\n  W1: {categories: [B]}\n"
+    city_windows += "  W3: {categories: [B]}\n"
+    unknown = "windows:\n  W9: {categories: [Z]}\n"
+    try:
+        first = await city.answer(
+            await city.push("configure", {"version": "v1", "files": {"windows.yaml": city_windows}})
+        )
+        second = await city.answer(
+            await city.push("configure", {"version": "v2", "files": {"windows.yaml": unknown}})
+        )
+        windows = {name: w.categories for name, w in hub.tickets.settings.windows.items()}
+    finally:
+        await hub.stop()
+
+    assert first["status"] == "active"
+    assert second["status"] == "rolled_back" and second["active_version"] == "v1"
+    assert "window W9 serves unknown categories ['Z']" in second["problems"][0]
+    assert windows == {"W1": ("A",), "W3": ("B",)}
+
+
+async def test_opening_hours_stated_in_both_calendar_and_schedule_are_refused(
+    hub: HubService, city: City
+) -> None:
+    """Hours belong to one file of a bundle: stated twice, which wins would be a guess,
+    so the bundle is refused and the hall keeps its hours."""
+    files = {"calendar.yaml": SATURDAY_SERVICE, "schedules.yaml": SATURDAY_SERVICE}
+
+    reply = await city.answer(await city.push("configure", {"version": "v1", "files": files}))
+
+    assert reply["status"] == "rejected" and reply["active_version"] is None
+    assert any("saturday is stated in both" in problem for problem in reply["problems"])
+    assert hub.calendar.hours(ORDINARY_SATURDAY) is None

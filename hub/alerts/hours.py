@@ -56,9 +56,12 @@ class PagingPolicy:
     def from_settings(
         cls, settings: ClosedHours | None, hours: OpeningHours | None = None
     ) -> PagingPolicy:
-        """From ``closed_hours:``; `hours` (a hall calendar, say) replaces its times."""
+        """From ``closed_hours:``; `hours` (a hall calendar, say) replaces its times.
+
+        Without ``closed_hours:`` nothing is held, whatever `hours` says.
+        """
         if settings is None:
-            return cls(hours or AlwaysOpen(), frozenset())
+            return cls(AlwaysOpen(), frozenset())
         return cls(hours or FixedHours(settings), frozenset(settings.page_when_closed))
 
     def pages_now(self, severity: str, wall: float) -> bool:

@@ -82,6 +82,32 @@ class TicketService:
 
     # -- windows ---------------------------------------------------------------------
 
+    async def replace_settings(self, settings: TicketsSection, actor: str) -> None:
+        """Serve new categories and windows from now on.
+
+        A new window starts closed; a window no longer assigned is closed, which
+        finishes the ticket it was serving. Tickets already waiting keep their place.
+        """
+        if settings == self.settings:
+            return
+        dropped = [window for window in self.settings.windows if window not in settings.windows]
+
+        def switch(rec: Recorder) -> list[str]:
+            store.ensure_windows(rec.conn, settings)
+            closed = [window for window in dropped if store.close_window(rec, window)]
+            self.settings = settings  # inside the writer: the next change sees the new windows
+            return closed
+
+        closed = await self._change(switch)
+        for window in closed:
+            await self._audit.record(actor, "queue.closed", window, {"reason": "unassigned"})
+        logger.info(
+            "queue now has %d categories and %d windows (closed: %s)",
+            len(settings.categories),
+            len(settings.windows),
+            ", ".join(closed) or "none",
+        )
+
     async def set_window_state(self, window: str, state: str, actor: str) -> dict[str, Any]:
         result = await self._change(lambda rec: store.set_window_state(rec, window, state))
         await self._audit.record(actor, f"queue.{state}", window)

@@ -249,6 +249,15 @@ def set_window_state(rec: Recorder, window: str, state: str) -> dict[str, Any]:
     return window_json(rec, window)
 
 
+def close_window(rec: Recorder, window: str) -> bool:
+    """Close `window` unless it is closed already; True if it was open or paused."""
+    state, _ = _window(rec, window)
+    if state == CLOSED:
+        return False
+    set_window_state(rec, window, CLOSED)
+    return True
+
+
 def call_next(rec: Recorder, day: str, window: str) -> dict[str, Any] | None:
     """Finish the window's ticket and call the next one for it, or None if nobody waits."""
     state, _ = _window(rec, window)

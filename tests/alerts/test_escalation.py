@@ -126,12 +126,11 @@ class _HolidayCalendar:
         return False
 
 
-async def test_a_calendar_plugs_in_as_the_opening_hours(tmp_path: Path) -> None:
-    """Any object with is_open() decides closed hours: on a holiday, only urgent pages."""
+async def pages_on_a_holiday(tmp_path: Path, settings: AlertsSection) -> list[tuple[str, str]]:
+    """The pages a printer jam and a toilet call get on a holiday, Monday 10:00."""
     journal = Journal(tmp_path / "j.sqlite3", "hall-test")
     journal.open()
     pages = Pages()
-    settings = AlertsSection.model_validate({"closed_hours": {}})
     clock = ManualClock(MONDAY_10AM)
     alerts = AlertService(journal, clock, pages, settings, hours=_HolidayCalendar())
     try:
@@ -140,5 +139,21 @@ async def test_a_calendar_plugs_in_as_the_opening_hours(tmp_path: Path) -> None:
         await alerts.raise_condition("alarm-1", "toilet_call", "urgent", "duty_desk", "c", None)
     finally:
         journal.close()
+    return pages.events()
 
-    assert pages.events() == [("duty_desk", "opened")]  # Monday 10:00, but a holiday
+
+async def test_a_calendar_plugs_in_as_the_opening_hours(tmp_path: Path) -> None:
+    """Any object with is_open() decides closed hours: on a holiday, only urgent pages."""
+    settings = AlertsSection.model_validate({"closed_hours": {}})
+
+    assert await pages_on_a_holiday(tmp_path, settings) == [("duty_desk", "opened")]
+
+
+async def test_without_closed_hours_a_closed_calendar_holds_no_page(tmp_path: Path) -> None:
+    """Holds need `closed_hours:`; a hall calendar alone only says when the hall is open."""
+    settings = AlertsSection.model_validate({})
+
+    assert await pages_on_a_holiday(tmp_path, settings) == [
+        ("maint", "opened"),
+        ("duty_desk", "opened"),
+    ]
