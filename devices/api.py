@@ -67,7 +67,7 @@ def device_routes(service: HubService) -> list[Route]:
         if not isinstance(args, dict):
             return _error(400, "args must be an object")
         try:
-            record = await service.device_commands.send(
+            record = await service.device_router.send(
                 device_id, str(body.get("command", "")), args, by
             )
         except UnknownDeviceError as exc:

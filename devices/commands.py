@@ -19,14 +19,14 @@ import json
 import logging
 import sqlite3
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devices.errors import CommandError, UnknownDeviceError
+from devices.errors import CommandError, ModbusWriteError, UnknownDeviceError
 from devices.payloads import RejectedMessage, check_fields
 from devices.profiles import COMMAND_ACK
-from devices.registry import DeviceLifecycle, Registry
+from devices.registry import DeviceLifecycle, DeviceState, Registry
 from hub.clock import Clock
 from hub.events import Event
 from hub.journal import Journal
@@ -120,6 +120,39 @@ class DeviceCommands:
         logger.info("command %s sent to %s (request %s)", command, device_id, request_id)
         return self._record(request_id) or {}
 
+    async def carry_out(
+        self,
+        device_id: str,
+        command: str,
+        args: dict[str, Any],
+        sent_by: str,
+        deliver: Callable[[], Awaitable[object]],
+    ) -> dict[str, Any]:
+        """Track a command the hub delivers itself (a verified Modbus write).
+
+        `deliver` answers for the device: its result makes the command ``done``, a
+        ModbusWriteError ``failed`` with the reason. Returns the settled record.
+        """
+        self._commissioned(device_id, command)
+        request_id = uuid.uuid4().hex
+        now = self._clock.wall()
+        row = (request_id, device_id, command, json.dumps(args, ensure_ascii=False))
+        await self._journal.write(
+            lambda conn: conn.execute(
+                "INSERT INTO device_commands (request_id, device_id, command, args, state,"
+                " sent_at, deadline, sent_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, CommandState.SENT.value, now, now, sent_by),
+            )
+        )
+
+        try:
+            held = await deliver()
+        except ModbusWriteError as exc:
+            await self._settle(request_id, CommandState.FAILED, str(exc), device_id)
+        else:
+            await self._settle(request_id, CommandState.DONE, f"reads back {held}", device_id)
+        return self._record(request_id) or {}
+
     async def send_command(self, device_id: str, command: str, args: dict[str, Any]) -> None:
         """A rule's command: sent and tracked like any other; a refusal is only logged."""
         try:
@@ -170,15 +203,18 @@ class DeviceCommands:
 
     # -- steps -------------------------------------------------------------------
 
-    def _check(
-        self, device_id: str, command: str, args: dict[str, Any]
-    ) -> tuple[dict[str, Any], float]:
+    def _commissioned(self, device_id: str, command: str) -> DeviceState:
         device = self._registry.get(device_id)
         if device is None:
             raise UnknownDeviceError(device_id, "no such commissioned device")
         if device.lifecycle is not DeviceLifecycle.COMMISSIONED:
             raise CommandError(device_id, command, f"device is {device.lifecycle.value}")
-        mqtt = device.model.mqtt
+        return device
+
+    def _check(
+        self, device_id: str, command: str, args: dict[str, Any]
+    ) -> tuple[dict[str, Any], float]:
+        mqtt = self._commissioned(device_id, command).model.mqtt
         if mqtt is None or command not in mqtt.commands:
             known = sorted(mqtt.commands) if mqtt is not None else []
             raise CommandError(device_id, command, f"not a command of this model; known: {known}")
@@ -197,7 +233,9 @@ class DeviceCommands:
         deadline = self._clock.monotonic() + timeout
         self._waiting[request_id] = _Waiting(device_id, deadline, timeout)
 
-    async def _settle(self, request_id: str, state: CommandState, detail: str) -> None:
+    async def _settle(
+        self, request_id: str, state: CommandState, detail: str, device_id: str = "?"
+    ) -> None:
         answered_at = self._clock.wall()
         await self._journal.write(
             lambda conn: conn.execute(
@@ -207,7 +245,7 @@ class DeviceCommands:
             )
         )
         waiting = self._waiting.pop(request_id, None)
-        device_id = waiting.device_id if waiting else "?"
+        device_id = waiting.device_id if waiting else device_id
         log = logger.warning if state is CommandState.FAILED else logger.info
         log("command %s to %s: %s %s", request_id, device_id, state.value, detail)
 

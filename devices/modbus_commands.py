@@ -4,46 +4,50 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
-from devices.errors import ModbusWriteError
+from devices.commands import RULES_ACTOR, DeviceCommands
+from devices.errors import CommandError, UnknownDeviceError
 from devices.modbus_poller import ModbusPoller
 
 logger = logging.getLogger(__name__)
 
 
-class CommandSender(Protocol):
-    """Anything that sends a named command with arguments to a device."""
-
-    async def send_command(self, device_id: str, command: str, args: dict[str, Any]) -> None: ...
-
-
 class CommandRouter:
-    """Routes each command to the device's Modbus poller, or else to `fallback`.
+    """Routes each command to the device's Modbus poller, or else over MQTT.
 
-    A Modbus command that fails (refused, no reply, reads back another value) is
-    logged and counted here; the rule that sent it carries on with its other actions.
+    Either way the command is tracked in `DeviceCommands` with a request id: a
+    Modbus command is settled by its verified write, an MQTT one by the device's
+    acknowledgement. Rules and the console both send through here.
     """
 
     def __init__(
-        self, fallback: CommandSender, pollers: Callable[[], dict[str, ModbusPoller]]
+        self, tracked: DeviceCommands, pollers: Callable[[], dict[str, ModbusPoller]]
     ) -> None:
-        self._fallback = fallback
+        self._tracked = tracked
         self._pollers = pollers
-        self.verified = 0
-        self.failed: dict[str, int] = {}
 
-    async def send_command(self, device_id: str, command: str, args: dict[str, Any]) -> None:
-        """Write and read back for a Modbus unit; publish for any other device."""
+    async def send(
+        self, device_id: str, command: str, args: dict[str, Any], sent_by: str
+    ) -> dict[str, Any]:
+        """Send one command; return its record. CommandError if it cannot be sent."""
         poller = self._pollers().get(device_id)
         if poller is None:
-            await self._fallback.send_command(device_id, command, args)
-            return
+            return await self._tracked.send(device_id, command, args, sent_by)
 
+        register, value = poller.resolve_command(command, args)
+        return await self._tracked.carry_out(
+            device_id, command, args, sent_by, lambda: poller.write(register, value)
+        )
+
+    async def send_command(self, device_id: str, command: str, args: dict[str, Any]) -> None:
+        """A rule's command: tracked like any other; one that cannot be sent is logged."""
         try:
-            await poller.command(command, args)
-        except ModbusWriteError as exc:
-            self.failed[device_id] = self.failed.get(device_id, 0) + 1
-            logger.warning("command %s to %s failed: %s", command, device_id, exc.reason)
+            record = await self.send(device_id, command, args, RULES_ACTOR)
+        except (CommandError, UnknownDeviceError) as exc:
+            logger.error("a rule's command could not be sent: %s", exc)
             return
-        self.verified += 1
+        if record.get("state") == "failed":
+            logger.warning(
+                "a rule's command %s to %s failed: %s", command, device_id, record["detail"]
+            )

@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devices.errors import (
+    CommandError,
     DeviceError,
     LineGarbled,
     LineTimeout,
@@ -203,21 +204,30 @@ class ModbusPoller:
 
     async def command(self, name: str, args: dict[str, Any]) -> RegisterValue:
         """Carry out the model's command `name` with `args`: one verified write."""
+        register, value = self.resolve_command(name, args)
+        return await self.write(register, value)
+
+    def resolve_command(self, name: str, args: dict[str, Any]) -> tuple[str, RegisterValue]:
+        """The register and value the model's command `name` writes for `args`.
+
+        Raises CommandError, before anything is sent, for a command the model does not
+        have or an argument it does not allow.
+        """
         command = self.spec.commands.get(name)
         if command is None:
-            raise ModbusWriteError(self.device_id, name, "the model has no such command")
+            known = sorted(self.spec.commands)
+            raise CommandError(self.device_id, name, f"not a command of this model; known: {known}")
         argument = args.get(command.argument)
         if not isinstance(argument, int | float | bool | str):
-            raise ModbusWriteError(self.device_id, name, f"needs argument {command.argument}")
+            raise CommandError(self.device_id, name, f"needs argument {command.argument}")
         if command.values:
             if str(argument) not in command.values:
-                raise ModbusWriteError(
-                    self.device_id,
-                    name,
-                    f"{command.argument}={argument!r} is not one of {sorted(command.values)}",
+                allowed = sorted(command.values)
+                raise CommandError(
+                    self.device_id, name, f"{command.argument}={argument!r} is not one of {allowed}"
                 )
             argument = command.values[str(argument)]
-        return await self.write(command.write, argument)
+        return command.write, argument
 
     @property
     def stale(self) -> bool:

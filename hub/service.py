@@ -165,6 +165,9 @@ class HubService:
         self.device_commands = DeviceCommands(
             self.registry, self.journal, self.clock, self.ingest.publish, root
         )
+        # Modbus units get a verified register write; every other device a tracked MQTT
+        # command with a request id. Rules and the console both send through it.
+        self.device_router = CommandRouter(self.device_commands, lambda: self.modbus_pollers)
         self.ratings = RatingDesk(
             self.journal,
             self.clock,
@@ -197,9 +200,7 @@ class HubService:
             calendar=self.calendar,
             layers=hall_layers(state_dir, config.rule_files),
             alerts=self.alerts,
-            # Modbus units get a verified register write; every other device a tracked
-            # MQTT command with a request id.
-            commands=CommandRouter(self.device_commands, lambda: self.modbus_pollers),
+            commands=self.device_router,
             publish=self.ingest.publish,
         )
         self.uplink: Uplink | None = None

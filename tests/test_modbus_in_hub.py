@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import httpx
 import pydantic
 import pytest
 
@@ -57,11 +58,60 @@ async def test_a_modbus_toilet_alarm_opens_the_duty_desk_alert_and_lights_its_la
         unit.set_value("call_latched", False)
         await eventually(lambda: alerts(hub, "resolved") == 1)
         await eventually(lambda: unit.tables["coil"][0] == 0)
+        tracked = hub.device_commands.for_device("wc-2f")
     finally:
         await hub.stop()
         await gateway.stop()
 
     assert gateway.refused_connections == 0
+    assert [(c["command"], c["args"], c["state"], c["sent_by"]) for c in reversed(tracked)] == [
+        ("lamp", {"state": "on"}, "done", "rules"),
+        ("lamp", {"state": "off"}, "done", "rules"),
+    ]
+
+
+async def test_the_console_commands_a_modbus_unit_by_a_verified_write(
+    broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """A command from the console to a Modbus unit is a register write read back, not an
+    MQTT message nobody hears: done with the value the unit holds, failed with the
+    reason when the unit keeps the old value, and refused (400) for an argument the
+    model does not allow, with nothing written."""
+    unit = unit_for(ALARM, 3)
+    gateway = FaultySlave([unit])
+    port = await gateway.serve_tcp()
+    device = {"id": "wc-2f", "model": ALARM.model, "modbus": {"host": "127.0.0.1", "port": port}}
+    device["modbus"]["unit_id"] = 3
+    root = unique_topic_root.replace("/", "-")
+    hub = HubService(hub_config(tmp_path / "hub", broker.port, root, [device]))
+    await hub.start()
+    auth = {"Authorization": f"Bearer {hub.token}"}
+    try:
+        await eventually(lambda: hub.modbus_pollers["wc-2f"].online)
+        async with httpx.AsyncClient(base_url=hub.console_url, headers=auth) as http:
+
+            async def lamp(state: str) -> httpx.Response:
+                body = {"command": "lamp", "args": {"state": state}, "by": "hall-it"}
+                return await http.post("/api/devices/wc-2f/commands", json=body)
+
+            lit = await lamp("on")
+            coil_after_on = unit.tables["coil"][0]
+            unit.fault = "read_only"
+            stuck = await lamp("off")
+            unit.fault = "none"
+            refused = await lamp("blink")
+            listed = (await http.get("/api/devices/wc-2f/commands")).json()["commands"]
+    finally:
+        await hub.stop()
+        await gateway.stop()
+
+    assert lit.status_code == 202 and coil_after_on == 1
+    assert lit.json()["command"]["state"] == "done"
+    assert lit.json()["command"]["sent_by"] == "hall-it"
+    assert stuck.status_code == 202 and stuck.json()["command"]["state"] == "failed"
+    assert "wrote False, reads back True" in stuck.json()["command"]["detail"]
+    assert refused.status_code == 400 and "is not one of" in refused.json()["error"]
+    assert [command["state"] for command in listed] == ["failed", "done"]
 
 
 async def test_an_alarm_and_a_counter_sharing_an_rs485_line_both_reach_the_journal(

@@ -16,7 +16,7 @@ import pytest
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from devices.errors import LineGarbled, LineTimeout, ModbusWriteError
+from devices.errors import CommandError, LineGarbled, LineTimeout, ModbusWriteError
 from devices.modbus_frames import FrameError, parse_rtu, read_request, registers_of, rtu_frame
 from devices.modbus_line import (
     ALARM_PRIORITY,
@@ -557,7 +557,7 @@ async def test_a_write_is_read_back_and_a_write_that_did_not_stick_is_an_error(
     assert await polling.write("lamp", True) is True
     assert unit.tables["coil"][0] == 1
     assert await polling.command("lamp", {"state": "off"}) is False
-    with pytest.raises(ModbusWriteError, match="state='blink' is not one of"):
+    with pytest.raises(CommandError, match="state='blink' is not one of"):
         await polling.command("lamp", {"state": "blink"})
     unit.fault = "read_only"
     with pytest.raises(ModbusWriteError, match="wrote True, reads back False"):
