@@ -102,17 +102,7 @@ class DeviceCommands:
     ) -> dict[str, Any]:
         """Check and publish one command; return its record, state ``sent``."""
         checked, timeout = self._check(device_id, command, args)
-        request_id = uuid.uuid4().hex
-        now = self._clock.wall()
-        row = (request_id, device_id, command, json.dumps(checked, ensure_ascii=False))
-
-        await self._journal.write(
-            lambda conn: conn.execute(
-                "INSERT INTO device_commands (request_id, device_id, command, args, state,"
-                " sent_at, deadline, sent_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, CommandState.SENT.value, now, now + timeout, sent_by),
-            )
-        )
+        request_id = await self._insert(device_id, command, checked, sent_by, timeout)
         self._wait_for(request_id, device_id, timeout)
         body = {**checked, "request_id": request_id}
         topic = f"{self._topic_root}/{device_id}/command/{command}"
@@ -134,16 +124,7 @@ class DeviceCommands:
         ModbusWriteError ``failed`` with the reason. Returns the settled record.
         """
         self._commissioned(device_id, command)
-        request_id = uuid.uuid4().hex
-        now = self._clock.wall()
-        row = (request_id, device_id, command, json.dumps(args, ensure_ascii=False))
-        await self._journal.write(
-            lambda conn: conn.execute(
-                "INSERT INTO device_commands (request_id, device_id, command, args, state,"
-                " sent_at, deadline, sent_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (*row, CommandState.SENT.value, now, now, sent_by),
-            )
-        )
+        request_id = await self._insert(device_id, command, args, sent_by, timeout=0.0)
 
         try:
             held = await deliver()
@@ -223,6 +204,22 @@ class DeviceCommands:
         except RejectedMessage as exc:
             raise CommandError(device_id, command, exc.detail) from exc
         return checked, mqtt.command_timeout
+
+    async def _insert(
+        self, device_id: str, command: str, args: dict[str, Any], sent_by: str, timeout: float
+    ) -> str:
+        """Record a new command, state ``sent``; return its request id."""
+        request_id = uuid.uuid4().hex
+        now = self._clock.wall()
+        row = (request_id, device_id, command, json.dumps(args, ensure_ascii=False))
+        await self._journal.write(
+            lambda conn: conn.execute(
+                "INSERT INTO device_commands (request_id, device_id, command, args, state,"
+                " sent_at, deadline, sent_by) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (*row, CommandState.SENT.value, now, now + timeout, sent_by),
+            )
+        )
+        return request_id
 
     def _timeout_of(self, device_id: str) -> float:
         device = self._registry.get(device_id)
