@@ -9,7 +9,6 @@ rules' decisions through the alert service, and wakes the uplink to the city.
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import logging
 import socket
@@ -43,6 +42,7 @@ from hub.calendar import (
     load_calendar_settings,
 )
 from hub.clock import Clock, SystemClock
+from hub.committed import CommittedBacklog
 from hub.config import CitySection, HubConfig
 from hub.console_access import ConsoleAccounts
 from hub.errors import ConfigError, HallhubError, JournalError
@@ -569,45 +569,24 @@ class HubService:
         that they never saw (the journal keeps how far they got per lane); then they
         follow live commits, skipping anything the catch-up already covered.
         """
-        handled = await self._catch_up_rules()
-        alarms: collections.deque[Event] = collections.deque()
-        others: collections.deque[Event] = collections.deque()
+        backlog = CommittedBacklog(await self._catch_up_rules())
         while True:
-            self._take_committed(alarms, others, await self._committed.get(), handled)
-            if not (alarms or others):
+            backlog.add(await self._committed.get())
+            if not backlog:
                 continue
-            while alarms or others:
-                # Alarms jump the queue: under a burst of telemetry a toilet call must
-                # not wait for thousands of readings. Each lane keeps its own order.
-                self._take_all_committed(alarms, others, handled)
-                event = alarms.popleft() if alarms else others.popleft()
+            while backlog:
+                # Alarms jump the queue (see hub/committed.py); newly committed events
+                # are taken in before each one, so a fresh toilet call goes next.
+                while not self._committed.empty():
+                    backlog.add(self._committed.get_nowait())
+                event = backlog.pop()
                 await self._observe_health(event)
                 await self.device_commands.observe(event)
                 await self._apply_rules(event)
-                handled[event.lane] = max(handled[event.lane], event.seq)
+                backlog.mark_handled(event)
             # Saved once per pass (a journal round trip), so saving cannot make the
             # rules fall ever further behind.
-            await self._save_rule_progress(handled)
-
-    def _take_all_committed(
-        self,
-        alarms: collections.deque[Event],
-        others: collections.deque[Event],
-        handled: dict[Lane, int],
-    ) -> None:
-        while not self._committed.empty():
-            self._take_committed(alarms, others, self._committed.get_nowait(), handled)
-
-    @staticmethod
-    def _take_committed(
-        alarms: collections.deque[Event],
-        others: collections.deque[Event],
-        events: list[Event],
-        handled: dict[Lane, int],
-    ) -> None:
-        for event in events:
-            if event.seq > handled[event.lane]:
-                (alarms if event.lane is Lane.ALARM else others).append(event)
+            await self._save_rule_progress(backlog.handled)
 
     async def _observe_health(self, event: Event) -> None:
         change = self.registry.observe(event, self.clock.monotonic())
