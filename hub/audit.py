@@ -8,13 +8,15 @@ removes whole rows past their configured age (at least 6 months), never edits on
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sqlite3
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from hub.clock import Clock
+from hub.clock import Clock, SystemClock
 from hub.journal import Journal
 
 logger = logging.getLogger(__name__)
@@ -91,3 +93,28 @@ class AuditTrail:
                 (since, limit),
             ).fetchall()
         return [AuditEntry(r[0], r[1], r[2], r[3], r[4], json.loads(r[5])) for r in rows]
+
+
+def record_beside_the_hub(
+    journal_path: Path,
+    hub_id: str,
+    entry: tuple[str, str, str],
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """Append one (actor, action, target) entry from a command run beside the hub.
+
+    The journal is opened for this one write: WAL lets it sit beside a running hub,
+    and a journal that does not exist yet is created whole, as the hub would.
+    """
+    journal = Journal(journal_path, hub_id)
+    journal.open()
+    try:
+        trail = AuditTrail(journal, SystemClock())
+
+        async def append() -> None:
+            await trail.open()
+            await trail.record(*entry, detail)
+
+        asyncio.run(append())
+    finally:
+        journal.close()

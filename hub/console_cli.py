@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hub.audit import record_beside_the_hub
 from hub.cli_output import Progress, emit, render_json
 from hub.console_client import ConsoleClient, add_endpoint_options
 from hub.errors import HallhubError
@@ -82,26 +83,29 @@ def add_sync_drain_parser(sync_commands: Any) -> None:
 
 
 def run_users(args: argparse.Namespace) -> int:
-    """Carry out one ``hallhub users`` command."""
+    """Carry out one ``hallhub users`` command; every change goes to the audit trail."""
     from hub.config import load_config
 
-    store = UserStore.in_state_dir(load_config(args.config).hub.state_dir)
+    config = load_config(args.config)
+    store = UserStore.in_state_dir(config.hub.state_dir)
     if args.users_command == "list":
         users = [user.public() for user in store.all()]
         emit({"users": users}, users, ["name", "role"], args.json)
         return 0
+
     if args.users_command == "remove":
         store.remove(args.name)
-        sys.stdout.write(f"removed user {args.name}\n")
-        return 0
-
-    password = _ask_password()
-    if args.users_command == "add":
-        store.add(args.name, args.role, password)
-        sys.stdout.write(f"added user {args.name} ({args.role})\n")
+        said, detail = f"removed user {args.name}", {}
+    elif args.users_command == "add":
+        store.add(args.name, args.role, _ask_password())
+        said, detail = f"added user {args.name} ({args.role})", {"role": args.role}
     else:
-        store.set_password(args.name, password)
-        sys.stdout.write(f"changed the password of {args.name}\n")
+        store.set_password(args.name, _ask_password())
+        said, detail = f"changed the password of {args.name}", {}
+
+    entry = (f"cli:{getpass.getuser()}", f"user.{args.users_command}", args.name)
+    record_beside_the_hub(config.hub.state_dir / "journal.sqlite3", config.hub.id, entry, detail)
+    sys.stdout.write(said + "\n")
     return 0
 
 

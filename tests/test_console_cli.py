@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import getpass
 import io
 import json
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -42,7 +44,8 @@ def test_users_are_managed_from_the_command_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`hallhub users` adds (password from stdin), lists as JSON, changes a password and
-    removes a user, and refuses to remove the last admin with exit 2."""
+    removes a user, and refuses to remove the last admin with exit 2. Each change is in
+    the audit trail under the shell user's name, without the password."""
     config = str(_config_file(tmp_path, tmp_path / "state"))
 
     def run(*argv: str, stdin: str = "") -> int:
@@ -66,6 +69,16 @@ def test_users_are_managed_from_the_command_line(
     assert [user.name for user in users.all()] == ["chief"]
     assert "last admin" in refused
     assert "password" not in json.dumps(listed)
+    with sqlite3.connect(tmp_path / "state" / "journal.sqlite3") as conn:
+        trail = conn.execute("SELECT actor, action, target, detail FROM audit_trail").fetchall()
+    assert [(action, target) for _, action, target, _ in trail] == [
+        ("user.add", "chief"),
+        ("user.add", "wang"),
+        ("user.passwd", "wang"),
+        ("user.remove", "wang"),
+    ]
+    assert {actor for actor, *_ in trail} == {f"cli:{getpass.getuser()}"}
+    assert "password" not in json.dumps(trail)
 
 
 async def test_rules_and_alerts_mirror_the_console(
