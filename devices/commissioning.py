@@ -19,6 +19,7 @@ import logging
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from devices.errors import CommissioningError, UnknownDeviceError
@@ -29,7 +30,7 @@ from hub.clock import Clock
 from hub.config import DeviceSpec
 from hub.errors import ConfigError
 from hub.events import Observation, device_event_id, fallback_event_id
-from hub.journal import Journal
+from hub.journal import Journal, connect
 
 logger = logging.getLogger(__name__)
 
@@ -268,3 +269,21 @@ def _forget_kept(row_id: int) -> Callable[[sqlite3.Connection], None]:
         conn.execute("DELETE FROM dead_letters WHERE id = ?", (row_id,))
 
     return forget
+
+
+def commissioning_states(journal_path: Path) -> dict[str, str]:
+    """Each device's state as hall IT last set it (``commissioned``, ``retired``).
+
+    Read from a journal file beside a hub that may be running; a journal that does
+    not exist yet, or has never had a device commissioned, gives none.
+    """
+    if not journal_path.exists():
+        return {}
+    conn = connect(journal_path, writer=False)
+    try:
+        rows = conn.execute("SELECT device_id, state FROM device_commissioning").fetchall()
+    except sqlite3.OperationalError:
+        return {}  # no such table: nothing was ever commissioned here
+    finally:
+        conn.close()
+    return {str(device_id): str(state) for device_id, state in rows}

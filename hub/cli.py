@@ -305,6 +305,7 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def _write_mqtt_acl(config_path: Path, out: Path | None) -> int:
+    from devices.commissioning import commissioning_states
     from hub.config import load_config
     from hub.mqtt_auth import CREDENTIALS_FILE, plan_for, write_auth_files
     from rules.engine import RulesEngine, shipped_pack
@@ -312,7 +313,8 @@ def _write_mqtt_acl(config_path: Path, out: Path | None) -> int:
     config = load_config(config_path)
     rules = RulesEngine.from_files([shipped_pack(), *config.rule_files])
     folder = out or config.hub.state_dir / "mqtt-auth"
-    accounts = write_auth_files(plan_for(config, rules.teams()), folder)
+    states = commissioning_states(config.hub.state_dir / "journal.sqlite3")
+    accounts = write_auth_files(plan_for(config, rules.teams(), states), folder)
     sys.stdout.write(
         f"wrote {len(accounts)} MQTT accounts to {folder}; device passwords are in "
         f"{folder / CREDENTIALS_FILE} (mode 0600)\n"

@@ -6,8 +6,8 @@
   PBKDF2-SHA512 format (``$7$``), so ``mosquitto_passwd`` is not needed;
 * ``mosquitto.acl``: what each account may read and write;
 * ``mqtt-credentials.yaml``: the clear passwords, to configure each device with.
-  Running the command again keeps existing passwords, adds new devices and drops
-  retired ones.
+  Running the command again keeps existing passwords, adds new devices (from the
+  configuration, and those commissioned through the console) and drops retired ones.
 
 Accounts: the hub (``hub``) reads and writes everything; each device, named by its
 id, may publish only under ``<topic root>/<device id>/`` and read its commands there;
@@ -22,6 +22,7 @@ import hashlib
 import logging
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,8 +85,23 @@ class AccessPlan:
         return "\n".join(lines)
 
 
-def plan_for(config: HubConfig, teams: set[str]) -> AccessPlan:
-    """The access plan for a hall: its devices, and the crew teams its rules alert."""
+def plan_for(
+    config: HubConfig, teams: set[str], commissioning: Mapping[str, str] | None = None
+) -> AccessPlan:
+    """The access plan for a hall: its devices, and the crew teams its rules alert.
+
+    `commissioning` maps device ids to the state hall IT last gave them through the
+    console or CLI (``commissioned`` or ``retired``): those devices get an account,
+    these lose theirs, whatever the configuration file lists.
+    """
+    states = commissioning or {}
+    configured = [device.id for device in config.devices]
+    device_ids = [device_id for device_id in configured if states.get(device_id) != "retired"]
+    device_ids += sorted(
+        device_id
+        for device_id, state in states.items()
+        if state == "commissioned" and device_id not in configured
+    )
     chosen = sorted(teams | {HALL_IT_TEAM})
     unsafe = [team for team in chosen if not _SAFE_NAME.match(team)]
     if unsafe:
@@ -94,7 +110,7 @@ def plan_for(config: HubConfig, teams: set[str]) -> AccessPlan:
         topic_root=config.mqtt.topic_root,
         crew_topic_root=config.mqtt.crew_topic_root,
         hub_id=config.hub.id,
-        device_ids=[device.id for device in config.devices],
+        device_ids=device_ids,
         teams=chosen,
     )
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
+from devices.commissioning import Placement
 from devices.profiles import load_models, shipped_models_dir
 from devices.registry import HealthChange, Registry
 from hub.broker import ManagedBroker
@@ -109,6 +111,33 @@ async def test_unknown_device_is_pending_then_commissioned_through_the_cli(
         "device.commission",
         "printer-9",
     )
+
+
+async def test_mqtt_acl_follows_what_hall_it_commissioned_and_retired(
+    hub: HubService, device: DeviceClient, root: str, tmp_path: Path
+) -> None:
+    """`hallhub mqtt-acl` gives a device commissioned through the console its broker
+    account and ACL, and takes the account of a configured device retired there."""
+    device.publish(f"{root}/printer-9/status", {"online": True, "firmware": "2.4"})
+    await eventually(lambda: hub.commissioning.find_pending("printer-9") is not None)
+    placement = Placement(model="ticket-printer-tp80", zone="2F entrance")
+    await hub.commissioning.commission("printer-9", placement, "it-wang")
+    await hub.commissioning.retire("alarm-2", "it-wang")
+    config_file = tmp_path / "hallhub.yaml"
+    hall = {
+        "hub": {"id": "hall-test", "state_dir": str(hub.config.hub.state_dir)},
+        "mqtt": {"topic_root": root},
+        "devices": DEVICES,
+    }
+    config_file.write_text(json.dumps(hall), encoding="utf-8")
+
+    assert await asyncio.to_thread(main, ["mqtt-acl", "--config", str(config_file)]) == 0
+
+    auth = hub.config.hub.state_dir / "mqtt-auth"
+    accounts = set(yaml.safe_load((auth / "mqtt-credentials.yaml").read_text()))
+    assert {"alarm-1", "printer-1", "printer-9"} <= accounts
+    assert "alarm-2" not in accounts
+    assert f"user printer-9\ntopic write {root}/printer-9/#" in (auth / "mosquitto.acl").read_text()
 
 
 async def test_commission_and_retire_survive_a_restart_and_retired_messages_are_kept(
