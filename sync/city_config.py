@@ -132,6 +132,9 @@ class CityConfigStore:
             logger.warning("configuration bundle refused: %s", exc)
             return ApplyResult("rejected", self.active_version(), exc.problems)
         if version == self.active_version():
+            if _folder_files(self._versions / version) != files:
+                problem = "this version is active with other files; use a new version"
+                return ApplyResult("rejected", version, [problem])
             return ApplyResult("active", version)
 
         try:
@@ -154,10 +157,21 @@ class CityConfigStore:
     # -- steps -------------------------------------------------------------------
 
     def _stage(self, version: str, files: Mapping[str, str]) -> None:
+        """Write `files` whole as the folder of `version`, validated before it is used.
+
+        A folder left by an earlier push of the same version (one rolled back, say) is
+        replaced by the new files, unless that version is the previous one, which a
+        rollback must find unchanged.
+        """
         target = self._versions / version
-        if target.exists():
+        if target.exists() and _folder_files(target) == dict(files):
             _validate_folder(target)
             return
+        if target.exists() and version == self._pointed(self.root / "previous"):
+            raise ConfigError(
+                f"bundle {version}",
+                ["this version is kept, with other files, to roll back to; use a new version"],
+            )
         self._versions.mkdir(parents=True, exist_ok=True)
         staging = self._versions / f".staging-{secrets.token_hex(4)}"
         try:
@@ -166,12 +180,16 @@ class CityConfigStore:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_text(text, encoding="utf-8")
             _validate_folder(staging)
+            if target.exists():
+                shutil.rmtree(target)
+                logger.info("configuration %s pushed again with other files", version)
             os.rename(staging, target)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
     def _switch_and_start(self, version: str, start: StartHook) -> ApplyResult:
         old = self.active_version()
+        old_previous = self._pointed(self.root / "previous")
         self._point("current", version)
         if old is not None:
             self._point("previous", old)
@@ -179,10 +197,18 @@ class CityConfigStore:
             start(self._versions / version)
         except (ConfigError, OSError, ValueError) as exc:
             logger.error("hub failed to start on configuration %s: %s; rolling back", version, exc)
-            self._point("current", old) if old is not None else self._unpoint("current")
+            self._restore(old, old_previous)
             return ApplyResult("rolled_back", old, [str(exc)])
         logger.info("city configuration %s active (was %s)", version, old or "none")
         return ApplyResult("active", version)
+
+    def _restore(self, current: str | None, previous: str | None) -> None:
+        """Point `current` and `previous` back where they were before a switch."""
+        for name, version in (("current", current), ("previous", previous)):
+            if version is None:
+                self._unpoint(name)
+            else:
+                self._point(name, version)
 
     def _pointed(self, link: Path) -> str | None:
         try:
@@ -235,6 +261,15 @@ def _check_signature(
     expected = hmac.new(key.secret, canonical_bundle(version, files), hashlib.sha256)
     if not hmac.compare_digest(expected.hexdigest(), signature):
         raise ConfigError(f"bundle {version}", ["signature does not match"])
+
+
+def _folder_files(folder: Path) -> dict[str, str]:
+    """The files of a version folder, by the names a bundle gives them."""
+    return {
+        path.relative_to(folder).as_posix(): path.read_text(encoding="utf-8")
+        for path in folder.rglob("*")
+        if path.is_file()
+    }
 
 
 def city_calendar(folder: Path) -> CalendarSettings | None:

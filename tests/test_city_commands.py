@@ -458,3 +458,27 @@ async def test_opening_hours_stated_in_both_calendar_and_schedule_are_refused(
     assert reply["status"] == "rejected" and reply["active_version"] is None
     assert any("saturday is stated in both" in problem for problem in reply["problems"])
     assert hub.calendar.hours(ORDINARY_SATURDAY) is None
+
+
+async def test_a_version_number_is_reused_only_as_the_city_would_expect(
+    hub: HubService, city: City
+) -> None:
+    """A version that was rolled back can be pushed again with fixed files, and those
+    files run; a rollback leaves `previous` where it was; the active version pushed
+    again with other files is refused rather than reported active unchanged."""
+
+    async def push(version: str, files: dict[str, str]) -> dict[str, Any]:
+        return await city.answer(await city.push("configure", {"version": version, "files": files}))
+
+    await push("v1", GOOD_FILES)
+    await push("v2", {"rules/city-baseline.yaml": rule_pack("city-v2")})
+    failed = await push("v3", {"rules/city-baseline.yaml": OVERRIDES_A_MISSING_RULE})
+    previous_after_rollback = os.readlink(hub.city_config.root / "previous")
+    fixed = await push("v3", {"rules/city-baseline.yaml": rule_pack("city-v3")})
+    changed_active = await push("v3", {"rules/city-baseline.yaml": rule_pack("city-other")})
+
+    assert failed["status"] == "rolled_back" and failed["active_version"] == "v2"
+    assert previous_after_rollback == "versions/v1"
+    assert fixed["status"] == "active" and "city-v3" in rule_ids(hub)
+    assert changed_active["status"] == "rejected" and changed_active["active_version"] == "v3"
+    assert "city-other" not in rule_ids(hub)
