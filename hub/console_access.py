@@ -90,7 +90,7 @@ class ConsoleAccounts:
         (terminal or sys.stderr).write(
             f"hallhub: first start: console user {FIRST_ADMIN!r} created with password "
             f"{password} (shown only this once; change it with "
-            f"`hallhub users passwd {FIRST_ADMIN}`)\n"
+            f"`hallhub users --config <your hallhub.yaml> passwd {FIRST_ADMIN}`)\n"
         )
         logger.info("first console user %s created; its password was shown once", FIRST_ADMIN)
         return True

@@ -500,6 +500,10 @@ class HubService:
             "status": "ok",
             "hub_id": self.config.hub.id,
             "devices": [device.to_json() for device in self.registry.all()],
+            "queue": self.tickets.view(),
+            "opening_hours": self.calendar.settings.model_dump(
+                mode="json", include={"timezone", "weekday", "saturday"}
+            ),
             "open_alerts": open_alerts,
             "sync": self.uplink.status() if self.uplink is not None else {},
             "set_aside": set_aside,

@@ -59,6 +59,7 @@ BACKOFF_INITIAL_SECONDS = 0.5
 BACKOFF_CAP_SECONDS = 30.0
 REJECTED_RETRY_SECONDS = 300.0
 POLL_SECONDS = 5.0
+CLOCK_ROUND_TRIP_SECONDS = 5.0  # longer replies are not used to learn the city's time
 CONTENT_REJECTIONS = frozenset({400, 413, 422})
 MAX_SET_ASIDE_IN_A_ROW = 10
 _REASON_CHARS = 200
@@ -437,7 +438,7 @@ class Uplink:
 
     def learn_offset(self, response: httpx.Response, sent_at: float) -> None:
         """Take the city's time from a reply to a request sent at hub time `sent_at`."""
-        self._learn_offset(response, (sent_at + self._clock.wall()) / 2)
+        self._learn_offset(response, sent_at)
 
     def _signing_keys(self) -> list[HubKey]:
         keys = newest_first(self._key_source())
@@ -466,13 +467,20 @@ class Uplink:
             raise CityUnavailable(_describe(exc)) from exc
 
         if response.status_code in (200, 401):
-            self._learn_offset(response, (sent_at + self._clock.wall()) / 2)
+            self._learn_offset(response, sent_at)
         return response
 
-    def _learn_offset(self, response: httpx.Response, local_midpoint: float) -> None:
+    def _learn_offset(self, response: httpx.Response, sent_at: float) -> None:
+        """The city's time minus ours, taken at the middle of the round trip.
+
+        A long round trip (a long poll held open, a slow link) says little about when
+        the city stamped its reply, so it teaches nothing.
+        """
+        received_at = self._clock.wall()
         server_time = _server_time(response)
-        if server_time is not None:
-            self._clock_offset = server_time - local_midpoint
+        if server_time is None or received_at - sent_at > CLOCK_ROUND_TRIP_SECONDS:
+            return
+        self._clock_offset = server_time - (sent_at + received_at) / 2
 
     def _ensure_client(self) -> httpx.AsyncClient:
         if self._client is None:

@@ -383,13 +383,15 @@ async def test_the_citys_windows_serve_at_once_and_a_dropped_window_is_closed(
     hub: HubService, city: City
 ) -> None:
     """The city's window assignments reach the queue without a restart: its windows
-    call its categories. A later version without a window closes that window, which
-    finishes the ticket it was serving; the window is then refused, and a restarted
-    hub starts with the city's windows."""
+    call its categories, and the city sees them, with the hours, in the hub's state.
+    A later version without a window closes that window, which finishes the ticket
+    it was serving; the window is then refused, and a restarted hub starts with the
+    city's windows."""
     await city.answer(await city.push("configure", {"version": "v1", "files": GOOD_FILES}))
     await hub.tickets.set_window_state("W2", "open", "test")
     issued = await hub.tickets.issue("printer-1", TicketRequest("r-1", "B"))
     called = await hub.tickets.call_next("W2", "test")
+    state = await city.answer(await city.push("query_state", {}))
     only_w1 = "categories: {A: {name: 综合受理}}\nwindows:\n  W1: {categories: [A]}\n"
 
     reply = await city.answer(
@@ -397,6 +399,10 @@ async def test_the_citys_windows_serve_at_once_and_a_dropped_window_is_closed(
     )
 
     assert issued["ticket"] == "B001" and called is not None and called["ticket"] == "B001"
+    assert {"window": "W2", "state": "open", "serving": "B001", "categories": ["A", "B"]} in (
+        state["queue"]["windows"]
+    )
+    assert state["opening_hours"]["saturday"]["closes"] == "12:00:00"
     assert reply["status"] == "active"
     assert window_states(hub) == {"W1": "closed"}
     with hub.journal.reading() as conn:

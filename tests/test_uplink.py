@@ -18,6 +18,7 @@ from hub.clock import ManualClock, SystemClock
 from hub.events import Lane, Observation
 from hub.journal import Journal
 from sync.city_store import SQLiteBatchStore
+from sync.commands import CommandChannel
 from sync.errors import CityRejected, CityUnavailable
 from sync.keys import HubKey
 from sync.poison import DISPOSITION_BY_LANE, SetAside, set_aside_summary
@@ -281,6 +282,23 @@ async def test_dropped_ack_is_resent_and_deduplicated(journal: Journal, city: Ci
     assert sent == 6
     assert_each_once_in_order(city.rows(), {Lane.TICKET: 6})
     assert city.repeats() == 6
+
+
+async def test_a_long_poll_held_open_teaches_no_clock_offset(journal: Journal, city: City) -> None:
+    """The city stamps a long poll's reply when it ends, seconds after it was asked:
+    on the same clock the hub must not take the hold time for a clock offset."""
+    city.start()
+    uplink = Uplink(journal, city.url, KEY.key_id, KEY.secret, SystemClock())
+    channel = CommandChannel(uplink, city.url, KEY.hub_id, {}, SystemClock())
+    try:
+        await uplink.drain_once()  # a quick round trip: learns the true offset, about 0
+        await channel.poll_once(wait=7.0)
+        offset = uplink.link_status()["clock_offset_seconds"]
+    finally:
+        await channel.aclose()
+        await uplink.aclose()
+
+    assert abs(offset) < 1.0
 
 
 @pytest.mark.parametrize("skew", [3600.0, -3600.0])
