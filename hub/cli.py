@@ -94,6 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     enroll.add_argument("--client-cert", type=Path, help="client certificate for mutual TLS")
     enroll.add_argument("--client-key", type=Path, help="private key of --client-cert")
+    enroll.add_argument(
+        "--no-check", action="store_true", help="do not try the enrolment on the city"
+    )
 
     sync = commands.add_parser("sync", help="city sync of a running hub")
     sync_commands = sync.add_subparsers(dest="sync_command", required=True, metavar="SUBCOMMAND")
@@ -278,6 +281,29 @@ def _enroll(args: argparse.Namespace) -> int:
         client_key=args.client_key,
     )
     print(f"enrolled hub {config.hub.id} with {args.city_url}; wrote {path}")
+    if args.no_check:
+        return 0
+    return _check_enrolment(config.hub.state_dir, config.hub.id)
+
+
+def _check_enrolment(state_dir: Path, hub_id: str) -> int:
+    """Try the enrolment on the city: 0 if it answers or cannot be reached, 1 if it says no."""
+    from sync.enrolment import check_city
+    from sync.errors import CityRejected, CityUnavailable
+
+    try:
+        answer = check_city(state_dir, hub_id)
+    except CityUnavailable as exc:
+        sys.stderr.write(
+            f"hallhub: warning: could not reach the city to check the enrolment ({exc}); "
+            "the hub keeps its events and syncs once the city can be reached\n"
+        )
+        return 0
+    except CityRejected as exc:
+        sys.stderr.write(f"hallhub: the city refused this hub's signed request: {exc}\n")
+        return 1
+    stored = sum(answer.get("events_stored", {}).values())
+    print(f"checked: the city accepts this hub's signed requests ({stored} events stored)")
     return 0
 
 

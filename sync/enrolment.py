@@ -4,15 +4,21 @@
 the CA, the client certificate paths) and ``<state_dir>/city-keys.json`` (the
 signing key), both mode 0600. A hall configuration without a ``city`` section
 uses the enrolment if there is one. `open_uplink` turns either into an `Uplink`.
+
+`check_city` then asks the city for this hub's status with what was written, so a
+wrong URL, CA, certificate or key shows at enrolment rather than days later.
 """
 
 from __future__ import annotations
 
 import logging
 import ssl
+import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
+import httpx
 import yaml
 
 from hub.clock import Clock
@@ -21,7 +27,9 @@ from hub.errors import ConfigError
 from hub.journal import Journal
 from hub.privatefile import write_private
 from hub.yamlfile import load_model
-from sync.keys import HUB_ID_PATTERN, HubKey, KeysFile, load_keys, write_keys
+from sync.errors import CityRejected, CityUnavailable
+from sync.keys import HUB_ID_PATTERN, HubKey, KeysFile, load_keys, newest_first, write_keys
+from sync.signing import sign_request
 from sync.tls import ClientTls
 from sync.uplink import SetAsideHook, Uplink
 
@@ -163,3 +171,48 @@ def _check_enrolment(
     if (client_cert is None) != (client_key is None):
         problems.append("--client-cert and --client-key go together")
     return problems
+
+
+def check_city(state_dir: Path, hub_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """Ask the city for this hub's status, signed and over TLS as the hub will sync.
+
+    Returns the city's answer. Raises CityUnavailable when no answer comes (network,
+    TLS, certificate) and CityRejected when the city answers no (an unknown key).
+    A hub clock the city finds off is corrected once from its reply, as syncing does.
+    """
+    enrolment = load_enrolment(state_dir, hub_id)
+    if enrolment is None or enrolment.keys_file is None:
+        raise ConfigError(str(state_dir / ENROLMENT_FILE), ["no enrolment with a key to check"])
+    key = newest_first(k for k in load_keys(enrolment.keys_file).values() if k.hub_id == hub_id)[0]
+    url = f"{enrolment.url.rstrip('/')}/v1/hubs/{quote(hub_id, safe='')}/status"
+    verify: ssl.SSLContext | bool = client_context(enrolment) or True
+
+    with httpx.Client(verify=verify, trust_env=False, timeout=timeout) as client:
+        now = time.time()
+        for _ in range(2):
+            request = client.build_request("GET", url)
+            path = request.url.raw_path.split(b"?", 1)[0].decode("ascii")
+            request.headers["Authorization"] = sign_request(
+                key.key_id, key.secret, "GET", path, b"", now
+            )
+            try:
+                response = client.send(request)
+            except httpx.HTTPError as exc:
+                raise CityUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            answer = _json_or_empty(response)
+            if response.status_code != 401 or answer.get("error") != "clock_skew":
+                break
+            now = float(answer.get("server_time") or now)
+
+    if response.status_code != 200:
+        reason = f"{answer.get('error', 'refused')}: {answer.get('detail', response.text[:200])}"
+        raise CityRejected(response.status_code, reason)
+    return answer
+
+
+def _json_or_empty(response: httpx.Response) -> dict[str, Any]:
+    try:
+        document = response.json()
+    except ValueError:
+        return {}
+    return document if isinstance(document, dict) else {}

@@ -41,10 +41,13 @@ def mode(path: Path) -> int:
     return stat.S_IMODE(path.stat().st_mode)
 
 
-async def test_enrolled_hub_syncs_over_mutual_tls(tmp_path: Path) -> None:
+async def test_enrolled_hub_syncs_over_mutual_tls(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """After `hallhub enroll` with a CA, a key and a client certificate, the enrolment
-    and keys files are 0600 and hold what was given, and an uplink opened from them
-    delivers events to a receiver that requires the client certificate."""
+    and keys files are 0600 and hold what was given, the enrolment is checked on the
+    city, and an uplink opened from them delivers events to a receiver that requires
+    the client certificate."""
     pki = make_pki(tmp_path / "pki", common_name=HUB)
     config_path = write_config(tmp_path / "hall")
     secret = bytes.fromhex("5a" * 32)
@@ -87,6 +90,7 @@ async def test_enrolled_hub_syncs_over_mutual_tls(tmp_path: Path) -> None:
         store.close()
 
     assert code == 0
+    assert "checked: the city accepts this hub's signed requests" in capsys.readouterr().out
     assert mode(state_dir / ENROLMENT_FILE) == 0o600 and mode(state_dir / KEYS_FILE) == 0o600
     assert document["hub_id"] == HUB and document["url"] == url
     assert document["client_cert"] == str(pki.client_cert.resolve())
@@ -96,6 +100,48 @@ async def test_enrolled_hub_syncs_over_mutual_tls(tmp_path: Path) -> None:
     with sqlite3.connect(tmp_path / "city.db") as conn:
         assert conn.execute("SELECT COUNT(*) FROM events").fetchone()[0] == 3
     conn.close()
+
+
+def test_enroll_says_when_the_city_refuses_the_key_or_cannot_be_reached(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key the city does not know fails enrolment's check (exit 1, the city's reason
+    named) while the files stay written; a city out of reach is only a warning, since
+    a hall may be enrolled before its link is up."""
+    pki = make_pki(tmp_path / "pki", common_name=HUB)
+    config_path = write_config(tmp_path / "hall")
+    secret_file = tmp_path / "secret.hex"
+    secret_file.write_text("5c" * 32, encoding="ascii")
+    known = HubKey(f"{HUB}.k1", HUB, bytes.fromhex("5d" * 32))
+    store = SQLiteBatchStore(tmp_path / "city.db")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    tls = ServerTls(pki.server_cert, pki.server_key, None)
+    receiver = BackgroundReceiver(create_app(store, {known.key_id: known}), sock, tls)
+    receiver.start()
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # bound, never listening: connections are refused
+
+    def enroll_with(url: str) -> int:
+        return main(
+            ["enroll", "--config", str(config_path), "--city-url", url, "--ca", str(pki.ca_cert),
+             "--key-id", f"{HUB}.k9", "--secret-file", str(secret_file)]
+        )  # fmt: skip
+
+    try:
+        refused = enroll_with(f"https://127.0.0.1:{sock.getsockname()[1]}")
+        refused_err = capsys.readouterr().err
+        unreachable = enroll_with(f"https://127.0.0.1:{closed.getsockname()[1]}")
+        unreachable_err = capsys.readouterr().err
+    finally:
+        receiver.stop()
+        store.close()
+        closed.close()
+
+    assert refused == 1 and "refused this hub's signed request" in refused_err
+    assert "unknown_key" in refused_err
+    assert unreachable == 0 and "could not reach the city" in unreachable_err
+    assert (tmp_path / "hall" / "state" / ENROLMENT_FILE).exists()
 
 
 def test_enroll_refuses_plain_http_and_writes_nothing(
