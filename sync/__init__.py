@@ -3,8 +3,8 @@
 Hub side, re-exported here: the outbox and uplink, poison handling, the disk bound,
 TLS and keys, enrolment, the command channel and the city's configuration layer.
 The receiver side (`sync.receiver`, `sync.city_store`, `sync.pg_store`,
-`sync.command_queue`, `sync.silence`) is not imported here, so a hub that only
-sends does not load it (nor psycopg).
+`sync.command_queue`, `sync.command_store`, `sync.silence`) is not imported here,
+so a hub that only sends does not load it (nor psycopg).
 """
 
 from sync.backlog import BacklogGuard, BacklogPolicy, Compaction

@@ -14,15 +14,17 @@ A tombstone is applied like an event at its seq, stored in ``tombstones``, so th
 lane stays contiguous without the event.
 
 The whole batch is one transaction. `BatchStore` is the interface;
-`SQLiteBatchStore` here and `sync.pg_store.PostgresBatchStore` implement it.
+`SQLiteBatchStore` here and `sync.pg_store.PostgresBatchStore` implement it. Each
+also holds the city's command queue (`sync.command_store`) in the same database.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -31,6 +33,8 @@ import pydantic_core
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from hub.events import LANE_ORDER, Lane
+from sync.command_store import SCHEMA as COMMAND_SCHEMA
+from sync.command_store import CommandTables, Execute
 from sync.rating_chain import RECENT_BREAKS, chain_status, check_rating_chain
 
 logger = logging.getLogger(__name__)
@@ -162,7 +166,9 @@ class LaneOutcome:
 
 
 class BatchStore(Protocol):
-    """Where the receiver keeps events."""
+    """Where the receiver keeps events, and the city's commands (`commands`)."""
+
+    commands: CommandTables
 
     def apply_batch(
         self, hub_id: str, epoch: int, lanes: Mapping[Lane, LaneUpload], stored_at: float
@@ -197,6 +203,10 @@ class SQLiteBatchStore:
         self._conn.execute("PRAGMA journal_mode = WAL")
         self._conn.execute("PRAGMA synchronous = FULL")
         self._conn.executescript(SCHEMA)
+        with self._transaction() as execute:
+            for statement in COMMAND_SCHEMA:
+                execute(statement, ())
+        self.commands = CommandTables(self._transaction, "qmark")
 
     def close(self) -> None:
         """Close the connection."""
@@ -207,20 +217,25 @@ class SQLiteBatchStore:
         self, hub_id: str, epoch: int, lanes: Mapping[Lane, LaneUpload], stored_at: float
     ) -> dict[Lane, LaneOutcome]:
         """Apply a batch in one transaction; return each lane's outcome."""
-        with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                outcomes = {
-                    lane: self._apply_lane(conn, hub_id, epoch, lane, lanes[lane], stored_at)
-                    for lane in LANE_ORDER
-                    if lane in lanes
-                }
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+        with self._transaction():
+            outcomes = {
+                lane: self._apply_lane(self._conn, hub_id, epoch, lane, lanes[lane], stored_at)
+                for lane in LANE_ORDER
+                if lane in lanes
+            }
         return outcomes
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Execute]:
+        """One write transaction under the lock; rolled back if the block raises."""
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._conn.execute
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
 
     def hub_status(self, hub_id: str) -> dict[str, Any]:
         """Per-lane high-water marks and counts for one hub."""

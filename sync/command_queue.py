@@ -2,71 +2,80 @@
 
 A hub cannot be called (it sits behind NAT), so it holds a long poll open and the
 city answers it with whatever is queued. A command stays pending until the hub
-posts its reply, so a hub that crashes mid-command is given it again. The reference
-receiver keeps the queue in memory: a restart of the receiver forgets it, and the
-city sends again what it still wants. Command ids are random, never a counter: a
-hub remembers the answers it gave by id, and a counter restarting at 1 would make
-it replay an old answer to a new command.
+posts its reply, so a hub that crashes mid-command is given it again. The queue
+lives in the receiver's own store (`sync.command_store`, SQLite or PostgreSQL), so
+a restart of the receiver forgets nothing: pending commands are handed out after
+it, answers stay readable, and so does the configuration version each hub last
+reported. A hub keeps at most `MAX_PENDING_PER_HUB` pending commands, and the
+answers of its newest `KEEP_ANSWERED` commands; older answers are deleted.
+
+The store is the truth. A long poll reads it, then sleeps on an in-process nudge
+that a command queued through this receiver sets at once; it also reads the store
+again every `STORE_RECHECK_SECONDS`, for a command queued through another receiver
+sharing the database.
+
+Command ids are random, never a counter: a hub remembers the answers it gave by
+id, and a counter starting again at 1 (a new database, a restored backup) would
+make it replay an old answer to a new command.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
+
+from hub.clock import Clock
+from sync.command_store import Command, CommandTables
+from sync.keys import HUB_ID_PATTERN
 
 logger = logging.getLogger(__name__)
 
 COMMAND_TYPES = ("configure", "query_state", "query_events")
 MAX_WAIT_SECONDS = 60.0
 MAX_PENDING_PER_HUB = 100
+KEEP_ANSWERED = 1000
 WAIT_SLICE_SECONDS = 0.5
-
-
-@dataclass(slots=True)
-class Command:
-    """One thing the city asks a hub to do, and the hub's answer once it came."""
-
-    command_id: str
-    hub_id: str
-    type: str
-    payload: dict[str, Any]
-    reply: dict[str, Any] | None = None
-
-    def to_wire(self) -> dict[str, Any]:
-        """The command as the hub receives it."""
-        return {"command_id": self.command_id, "type": self.type, "payload": self.payload}
-
-
-@dataclass(slots=True)
-class _HubQueue:
-    pending: list[Command] = field(default_factory=list)
-    arrived: asyncio.Event = field(default_factory=asyncio.Event)
-    active_config: str | None = None
+STORE_RECHECK_SECONDS = 5.0
+COMMAND_ID_PATTERN = re.compile(r"c-[0-9a-f]{16}")
 
 
 class CommandQueue:
-    """Commands per hub; all methods run on the receiver's event loop."""
+    """Commands per hub in the receiver's store; all methods run on its event loop."""
 
-    def __init__(self) -> None:
-        self._hubs: dict[str, _HubQueue] = {}
-        self._commands: dict[str, Command] = {}
+    def __init__(
+        self, tables: CommandTables, clock: Clock, *, keep_answered: int = KEEP_ANSWERED
+    ) -> None:
+        self._tables = tables
+        self._clock = clock
+        self._keep_answered = keep_answered
+        # One event per hub that polled since its last command; set and dropped when
+        # a command is queued, so every poll holding it wakes and later ones take a
+        # fresh one. Only the nudge: what is pending is always read from the store.
+        self._nudges: dict[str, asyncio.Event] = {}
 
-    def enqueue(self, hub_id: str, type_: str, payload: dict[str, Any]) -> Command:
-        """Queue a command for `hub_id` and wake its long poll."""
+    async def enqueue(self, hub_id: str, type_: str, payload: dict[str, Any]) -> Command:
+        """Store a command for `hub_id` and wake its long poll.
+
+        Raises `ValueError` for an unknown type or a hub id no hub can have, and
+        `CommandQueueFull` when the hub already has `MAX_PENDING_PER_HUB` pending.
+        """
         if type_ not in COMMAND_TYPES:
             raise ValueError(f"type must be one of {', '.join(COMMAND_TYPES)}")
-        queue = self._hubs.setdefault(hub_id, _HubQueue())
-        if len(queue.pending) >= MAX_PENDING_PER_HUB:
-            raise ValueError(f"hub {hub_id} already has {MAX_PENDING_PER_HUB} pending commands")
+        if not HUB_ID_PATTERN.fullmatch(hub_id):
+            raise ValueError(f"hub id must match {HUB_ID_PATTERN.pattern}")
 
         command = Command(f"c-{secrets.token_hex(8)}", hub_id, type_, payload)
-        queue.pending.append(command)
-        self._commands[command.command_id] = command
-        queue.arrived.set()
+        queued_at = self._clock.wall()
+        await asyncio.to_thread(self._tables.add, command, queued_at, MAX_PENDING_PER_HUB)
+
+        nudge = self._nudges.pop(hub_id, None)
+        if nudge is not None:
+            nudge.set()
         logger.info("command %s (%s) queued for hub %s", command.command_id, type_, hub_id)
         return command
 
@@ -78,38 +87,53 @@ class CommandQueue:
         The wait is cut short, checked every `WAIT_SLICE_SECONDS`, once `give_up`
         says so: the hub hung up, or the receiver is shutting down.
         """
-        queue = self._hubs.setdefault(hub_id, _HubQueue())
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(wait, MAX_WAIT_SECONDS)
-        while not queue.pending and loop.time() < deadline and not await give_up():
-            queue.arrived.clear()
-            slice_ = min(WAIT_SLICE_SECONDS, deadline - loop.time())
-            try:
-                async with asyncio.timeout(max(slice_, 0.0)):
-                    await queue.arrived.wait()
-            except TimeoutError:
-                continue
-        return list(queue.pending)
+        while True:
+            # Taken before the read: a command stored after the read sets this one.
+            nudge = self._nudges.setdefault(hub_id, asyncio.Event())
+            pending = await asyncio.to_thread(self._tables.pending, hub_id)
+            if pending or loop.time() >= deadline or await give_up():
+                return pending
 
-    def answer(self, hub_id: str, command_id: str, reply: dict[str, Any]) -> Command:
-        """Record the hub's reply; the command is no longer pending."""
-        command = self._commands.get(command_id)
-        if command is None or command.hub_id != hub_id:
+            recheck_at = min(deadline, loop.time() + STORE_RECHECK_SECONDS)
+            await _sleep_on(nudge, recheck_at, give_up)
+
+    async def answer(self, hub_id: str, command_id: str, reply: dict[str, Any]) -> Command:
+        """Record the hub's reply; the command is no longer pending.
+
+        Raises `KeyError` when the hub has no such command.
+        """
+        if not COMMAND_ID_PATTERN.fullmatch(command_id):
             raise KeyError(command_id)
-        queue = self._hubs[hub_id]
-        if command in queue.pending:
-            queue.pending.remove(command)
-        command.reply = reply
-        if command.type == "configure" and isinstance(reply.get("active_version"), str):
-            queue.active_config = reply["active_version"]
+        command = await asyncio.to_thread(
+            self._tables.answer,
+            hub_id,
+            command_id,
+            reply,
+            self._clock.wall(),
+            self._keep_answered,
+        )
         logger.info("hub %s answered command %s", hub_id, command_id)
         return command
 
-    def get(self, command_id: str) -> Command | None:
-        """A command by id, answered or not."""
-        return self._commands.get(command_id)
+    async def get(self, command_id: str) -> Command | None:
+        """A command by id, answered or not (an answer kept within the bound)."""
+        if not COMMAND_ID_PATTERN.fullmatch(command_id):
+            return None
+        return await asyncio.to_thread(self._tables.get, command_id)
 
-    def active_config(self, hub_id: str) -> str | None:
+    async def active_config(self, hub_id: str) -> str | None:
         """The configuration version the hub last reported active."""
-        queue = self._hubs.get(hub_id)
-        return queue.active_config if queue is not None else None
+        return await asyncio.to_thread(self._tables.active_config, hub_id)
+
+
+async def _sleep_on(
+    nudge: asyncio.Event, until: float, give_up: Callable[[], Awaitable[bool]]
+) -> None:
+    """Return once `nudge` is set, the loop's clock reaches `until`, or `give_up`."""
+    loop = asyncio.get_running_loop()
+    while not nudge.is_set() and loop.time() < until and not await give_up():
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(min(WAIT_SLICE_SECONDS, until - loop.time())):
+                await nudge.wait()

@@ -9,6 +9,7 @@ HallhubError (hub.errors)
     │   ├── CityUnavailable 5xx, timeout or refused connection: retry with backoff
     │   └── CityRejected    a 4xx reply: status and reason; retried slowly
     ├── StoreUnavailable    the receiver cannot reach its database (PostgreSQL)
+    ├── CommandQueueFull    a hub has as many pending commands as the receiver holds
     ├── QuarantineError     no open quarantined event at that lane and seq
     └── StatusUnavailable   ``hallhub sync status`` cannot ask the running hub
 """
@@ -66,6 +67,15 @@ class CityRejected(CityError):
 
 class StoreUnavailable(SyncError):
     """The receiver's database could not be reached or set up."""
+
+
+class CommandQueueFull(SyncError):
+    """The hub already has `limit` commands pending; the city must wait for replies."""
+
+    def __init__(self, hub_id: str, limit: int) -> None:
+        self.hub_id = hub_id
+        self.limit = limit
+        super().__init__(f"hub {hub_id} already has {limit} pending commands")
 
 
 class StatusUnavailable(SyncError):

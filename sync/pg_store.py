@@ -3,14 +3,17 @@
 Same rule as `sync.city_store` (it shares `walk_lane`), with PostgreSQL doing the
 guarding: a unique key on (hub_id, event_id) keeps each event once however many
 receivers write, and the lane's mark row is locked (``SELECT … FOR UPDATE``) for
-the batch's transaction, so two batches of one hub apply one after the other.
+the batch's transaction, so two batches of one hub apply one after the other. The
+city's command queue is kept here too, with the queries the SQLite store runs
+(`sync.command_store`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import psycopg
@@ -25,6 +28,8 @@ from sync.city_store import (
     status_document,
     walk_lane,
 )
+from sync.command_store import SCHEMA as COMMAND_SCHEMA
+from sync.command_store import CommandTables, Execute
 from sync.errors import StoreUnavailable
 from sync.rating_chain import RECENT_BREAKS, chain_status, check_rating_chain
 
@@ -103,13 +108,20 @@ class PostgresBatchStore:
         with self._conn.transaction():
             # One schema creator at a time, when several receivers start together.
             self._conn.execute("SELECT pg_advisory_xact_lock(7263)")
-            for statement in SCHEMA:
+            for statement in (*SCHEMA, *COMMAND_SCHEMA):
                 self._conn.execute(statement)
+        self.commands = CommandTables(self._transaction, "format")
 
     def close(self) -> None:
         """Close the connection."""
         with self._lock:
             self._conn.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Execute]:
+        """One transaction under the lock; rolled back if the block raises."""
+        with self._lock, self._conn.transaction():
+            yield self._conn.execute
 
     def apply_batch(
         self, hub_id: str, epoch: int, lanes: Mapping[Lane, LaneUpload], stored_at: float

@@ -13,7 +13,8 @@ Routes (see docs/sync-protocol.md):
   present only when an admin token is configured. Reads or sets the fault knobs.
 * ``POST /admin/hubs/{hub_id}/commands`` and ``GET /admin/commands/{command_id}``:
   same guard; queue a command for a hub (a configuration bundle is signed here with
-  the hub's newest key) and read its reply.
+  the hub's newest key) and read its reply. Commands are kept in the store, so they
+  outlive a restart of the receiver (`sync.command_queue`).
 
 Fault knobs, for tests and demos: ``fail_with_500`` (probability of replying 500
 before storing), ``delay_seconds`` (wait before handling a batch), ``drop_ack``
@@ -61,7 +62,13 @@ from hub.events import Lane
 from sync.city_config import sign_bundle
 from sync.city_store import BatchStore, LaneUpload, SQLiteBatchStore
 from sync.command_queue import MAX_WAIT_SECONDS, CommandQueue
-from sync.errors import AuthError, BatchError, NonceCacheFull, StoreUnavailable
+from sync.errors import (
+    AuthError,
+    BatchError,
+    CommandQueueFull,
+    NonceCacheFull,
+    StoreUnavailable,
+)
 from sync.keys import HubKey, KeysFile, newest_first
 from sync.signing import RequestVerifier
 from sync.silence import DEFAULT_SILENT_AFTER, SilenceWatch
@@ -136,8 +143,8 @@ class ReceiverState:
     faults: Faults
     admin_token: str | None
     rng: random.Random
+    commands: CommandQueue
     keys_file: KeysFile | None = None
-    commands: CommandQueue = field(default_factory=CommandQueue)
     closing: Callable[[], bool] = lambda: False
     silence: SilenceWatch | None = None
 
@@ -175,13 +182,15 @@ def create_app(
         ]
 
     app = Starlette(routes=routes, exception_handlers={HttpProblem: _problem_reply})
+    clock = clock or SystemClock()
     app.state.receiver = ReceiverState(
         store=store,
         verifier=RequestVerifier(initial),
-        clock=clock or SystemClock(),
+        clock=clock,
         faults=faults or Faults(),
         admin_token=admin_token,
         rng=rng or random.Random(),
+        commands=CommandQueue(store.commands, clock),
         keys_file=keys_file,
     )
     state: ReceiverState = app.state.receiver
@@ -230,7 +239,7 @@ async def _get_status(request: Request) -> Response:
     _authenticate(request, state, hub_id, body)
 
     status = await run_in_threadpool(state.store.hub_status, hub_id)
-    active = state.commands.active_config(hub_id)
+    active = await state.commands.active_config(hub_id)
     return JSONResponse({**status, "active_config": active, "server_time": state.clock.wall()})
 
 
@@ -262,7 +271,7 @@ async def _post_reply(request: Request) -> Response:
 
     answer = _json_object(body, "bad_reply")
     try:
-        state.commands.answer(hub_id, request.path_params["command_id"], answer)
+        await state.commands.answer(hub_id, request.path_params["command_id"], answer)
     except KeyError as exc:
         raise HttpProblem(404, "no_command", "no such command for this hub") from exc
     return JSONResponse({"status": "recorded", "server_time": state.clock.wall()})
@@ -280,8 +289,8 @@ async def _queue_command(request: Request) -> Response:
     if type_ == "configure":
         payload = _signed_bundle(state, hub_id, payload)
     try:
-        command = state.commands.enqueue(hub_id, type_, payload)
-    except ValueError as exc:
+        command = await state.commands.enqueue(hub_id, type_, payload)
+    except (ValueError, CommandQueueFull) as exc:
         raise HttpProblem(400, "bad_command", str(exc)) from exc
     return JSONResponse({"command_id": command.command_id}, status_code=202)
 
@@ -290,7 +299,7 @@ async def _get_command(request: Request) -> Response:
     state: ReceiverState = request.app.state.receiver
     _check_admin(request, state)
 
-    command = state.commands.get(request.path_params["command_id"])
+    command = await state.commands.get(request.path_params["command_id"])
     if command is None:
         raise HttpProblem(404, "no_command", "no such command")
     return JSONResponse(
@@ -463,6 +472,11 @@ def _json_object(body: bytes, error: str) -> dict[str, Any]:
         raise HttpProblem(400, error, "body is not JSON") from exc
     if not isinstance(document, dict):
         raise HttpProblem(400, error, "body must be a JSON object")
+    try:
+        # Stored, then served again as UTF-8: an escaped lone surrogate has none.
+        json.dumps(document, ensure_ascii=False).encode()
+    except UnicodeEncodeError as exc:
+        raise HttpProblem(400, error, "body holds a lone surrogate, not Unicode text") from exc
     return document
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -323,13 +324,13 @@ async def test_a_failing_command_is_answered_and_the_channel_stays_up(
     assert calls == ["broken", "state"]
 
 
-async def test_a_command_after_a_receiver_restart_is_carried_out(tmp_path: Path) -> None:
-    """The receiver forgets its queue when restarted, but never reuses a command id:
-    a hub that answered the first receiver's command still carries out the new one
-    instead of replaying its remembered answer."""
+async def test_a_command_from_a_city_on_a_new_database_is_carried_out(tmp_path: Path) -> None:
+    """Command ids are random, never a counter: a receiver started again on a new
+    database (or a restored backup) gives its first command an id the hub has not
+    seen, so a hub that answered the old database's first command carries out the
+    new one instead of replaying its remembered answer."""
     keys_path = tmp_path / "city-keys.json"
     key = add_key(keys_path, HUB)
-    store = SQLiteBatchStore(tmp_path / "city.db")
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
@@ -346,12 +347,14 @@ async def test_a_command_after_a_receiver_restart_is_carried_out(tmp_path: Path)
     uplink = Uplink(journal, url, key.key_id, key.secret, SystemClock())
     channel = CommandChannel(uplink, url, HUB, {"query_state": state}, SystemClock())
     answers = []
+    commands = []
     try:
-        for n in (1, 2):  # the same port, a new receiver process state each time
+        for n in (1, 2):  # the same port, a new receiver and a new database each time
             if n == 2:
                 sock = socket.socket()
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 sock.bind(("127.0.0.1", port))
+            store = SQLiteBatchStore(tmp_path / f"city-{n}.db")
             background = BackgroundReceiver(
                 create_app(store, {key.key_id: key}, admin_token=ADMIN), sock
             )
@@ -364,13 +367,16 @@ async def test_a_command_after_a_receiver_restart_is_carried_out(tmp_path: Path)
                     command = await city.push("query_state", {"n": n})
                     await channel.poll_once(wait=0)
                     answers.append(await city.answer(command))
+                    commands.append(command)
             finally:
                 background.stop()
+                store.close()
     finally:
         await channel.aclose()
         journal.close()
-        store.close()
 
+    assert all(re.fullmatch(r"c-[0-9a-f]{16}", command) for command in commands), commands
+    assert commands[0] != commands[1]
     assert [call["n"] for call in calls] == [1, 2]
     assert [answer["asked"] for answer in answers] == [1, 2]
 
