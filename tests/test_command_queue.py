@@ -38,7 +38,7 @@ from tests.conftest import free_port
 HUB = "hall-7"
 KEY = HubKey("hall-7.k1", HUB, bytes.fromhex("77" * 32))
 ADMIN = "admin-token-for-queue-tests"
-BUNDLE_FILES = {"windows.yaml": "W1: [passports]\n"}
+BUNDLE_FILES = {"windows.yaml": "categories: {A: {name: 综合}}\nwindows: {W1: {categories: [A]}}\n"}
 
 OpenStore = Callable[[], BatchStore]
 
