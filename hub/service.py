@@ -490,6 +490,7 @@ class HubService:
             self.rules.reload_if_changed()
         windows = self._ticket_settings(self.city_config.active_dir())
         await self.tickets.replace_settings(windows, actor="city")
+        await self.rules.check_calendar()  # a year table that came with it clears at once
         return result.to_json()
 
     async def _answer_state_query(self, _payload: dict[str, Any]) -> dict[str, Any]:

@@ -67,7 +67,10 @@ GOOD_FILES = {
     "rules/city-baseline.yaml": rule_pack("city-unhappy"),
     "schedules.yaml": SATURDAY_SERVICE,
     "windows.yaml": WINDOWS,
-    "calendar.yaml": "closures:\n  - {date: 2026-12-31, reason: year-end stocktake}\n",
+    "calendar.yaml": (
+        "closures:\n  - {date: 2026-12-31, reason: year-end stocktake}\n"
+        "years:\n  2027: {holidays: [2027-01-01], makeup_workdays: []}\n"
+    ),
 }
 
 
@@ -175,6 +178,13 @@ async def test_configuration_push_is_applied_and_its_version_reported(
     assert hub.calendar.closure(dt.date(2026, 12, 31)) == "year-end stocktake"
     saturday = hub.calendar.hours(ORDINARY_SATURDAY)
     assert saturday is not None and saturday.closes == dt.time(12)
+    # In December the missing table for next year is an alert; the bundle's clears it.
+    with hub.journal.reading() as conn:
+        missing_table = conn.execute(
+            "SELECT COUNT(*) FROM alerts WHERE condition = 'next_year_table_missing'"
+            " AND state = 'open'"
+        ).fetchone()[0]
+    assert missing_table == 0
     assert list(hub.tickets.settings.windows) == ["W1", "W2"]
 
 

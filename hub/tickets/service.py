@@ -48,6 +48,7 @@ class TicketService:
         self._announce_root = announce_root
         self._publish: Publish | None = None
         self._warned_unsynchronised = False
+        self._announced_day: str | None = None
 
     async def open(self, publish: Publish | None = None) -> None:
         """Create the tables and the windows' rows; `publish` announces on MQTT."""
@@ -199,7 +200,9 @@ class TicketService:
             if not rec.clock_synchronised:
                 logger.warning("clock not synchronised: first service day taken as %s", today)
             store.start_day(rec, today)
-            logger.info("service day %s begins; ticket numbers restart", today)
+            if today != self._announced_day:  # a refused request rolls back, then retries
+                self._announced_day = today
+                logger.info("service day %s begins; ticket numbers restart", today)
         return today
 
     @staticmethod

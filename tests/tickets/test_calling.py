@@ -31,6 +31,20 @@ async def test_numbers_count_per_category_with_the_configured_prefix(tmp_path: P
     assert numbers == ["A001", "B001", "A002"]
 
 
+async def test_a_new_service_day_is_logged_once_whatever_is_refused_first(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused requests before the day's first ticket do not each announce the day."""
+    async with ticket_desk(tmp_path) as desk:
+        with caplog.at_level(logging.INFO, logger="hub.tickets.service"):
+            for _ in range(3):
+                with pytest.raises(UnknownCategoryError):
+                    await desk.take("Z")
+            assert await desk.take("A") == "A001"
+
+    assert caplog.text.count("begins; ticket numbers restart") == 1
+
+
 async def test_a_repeated_request_id_gets_the_same_ticket(tmp_path: Path) -> None:
     """A printer's retry (same request id) returns the first ticket, not a new number."""
     async with ticket_desk(tmp_path) as desk:
