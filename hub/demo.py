@@ -94,6 +94,10 @@ class CityReceiverProcess:
         _wait_for_http(f"{self.url}/healthz", timeout=15)
         logger.info("city receiver up at %s (pid %d)", self.url, self._process.pid)
 
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
     def kill(self) -> None:
         """SIGKILL, as a crash or a cut cable would look to the hub."""
         if self._process is not None:
@@ -171,6 +175,7 @@ class Demo:
         self.hall: SimulatedHall | None = None
         self.hub: HubService | None = None
         self.alarm_presses = 0
+        self.city_outages = 0
 
     async def start(self) -> HubService:
         self.broker.start()
@@ -220,6 +225,7 @@ class Demo:
         await _sleep_until(started + self.plan.outage_at)
         logger.info("demo: killing the city receiver for %g s", RECEIVER_OUTAGE)
         self.receiver.kill()
+        self.city_outages += 1
         await asyncio.sleep(RECEIVER_OUTAGE)
         await asyncio.to_thread(self.receiver.start)
 
@@ -254,6 +260,8 @@ class Demo:
         deadline = time.monotonic() + SETTLE_TIMEOUT
         await _wait_for(self._journal_has_all_published, deadline)
         await self.hub.quiesce()
+        if not self.receiver.running:  # the run ended inside the outage: the city comes back
+            await asyncio.to_thread(self.receiver.start)
         await _wait_for(self._uplink_drained, deadline)
 
     def _journal_has_all_published(self) -> bool:
@@ -291,7 +299,7 @@ class Demo:
             "alerts": alerts,
             "alarm_presses": self.alarm_presses,
             "tickets": self._ticket_reckoning(),
-            "city_outages": 1,
+            "city_outages": self.city_outages,
         }
 
     def _ticket_reckoning(self) -> dict[str, int]:
