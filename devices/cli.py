@@ -10,20 +10,17 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 import httpx
 
-from hub.alerts.cli import TIMEOUT, _call, _endpoint
+from hub.console_client import ConsoleClient, add_endpoint_options
 
 
 def add_parser(commands: Any) -> None:
     """Add ``devices`` and its subcommands to the top-level parser."""
     devices = commands.add_parser("devices", help="list, show, commission or retire devices")
-    devices.add_argument("--config", type=Path, metavar="FILE", help="the hub's configuration")
-    devices.add_argument("--url", help="console URL (default: from --config)")
-    devices.add_argument("--token-file", type=Path, help="API token file (default: from --config)")
+    add_endpoint_options(devices)
     devices.add_argument("--json", action="store_true", help="print JSON instead of text")
     actions = devices.add_subparsers(dest="devices_command", required=True, metavar="ACTION")
 
@@ -46,10 +43,8 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one ``hallhub devices`` command and print the result."""
-    url, token = _endpoint(args)
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT) as api:
-        reply = _request(api, args)
+    with ConsoleClient.from_args(args) as hub:
+        reply = _request(hub, args)
     if args.json:
         sys.stdout.write(json.dumps(reply, ensure_ascii=False, indent=2) + "\n")
     elif "devices" in reply:
@@ -59,22 +54,23 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _request(api: httpx.Client, args: argparse.Namespace) -> dict[str, Any]:
+def _request(hub: ConsoleClient, args: argparse.Namespace) -> Any:
+    """The hub's JSON answer to the command in `args`."""
     action = args.devices_command
     if action == "list":
         query = {"state": args.state} if args.state else {}
         if args.drifted:
             query["drifted"] = "1"
         suffix = "?" + str(httpx.QueryParams(query)) if query else ""
-        return _call(api, "GET", f"/api/devices{suffix}")
+        return hub.call("GET", f"/api/devices{suffix}")
     path = f"/api/devices/{args.device_id}"
     if action == "show":
-        return _call(api, "GET", path)
+        return hub.call("GET", path)
     body: dict[str, Any] = {"by": args.by}
     if action == "commission":
         fields = {"model": args.model, "zone": args.zone, "floor": args.floor}
         body |= {k: v for k, v in {**fields, "window": args.window}.items() if v is not None}
-    return _call(api, "POST", f"{path}/{action}", body)
+    return hub.call("POST", f"{path}/{action}", body)
 
 
 def _print_list(devices: list[dict[str, Any]]) -> None:

@@ -88,3 +88,9 @@ class ConsoleClient:
     def close(self) -> None:
         """Close the connection pool."""
         self._http.close()
+
+    def __enter__(self) -> ConsoleClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()

@@ -10,24 +10,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
-import httpx
-
 # The console API client of `hallhub alerts`: same token, same error reporting.
-from hub.alerts.cli import _call, _endpoint
+from hub.console_client import ConsoleClient, add_endpoint_options
 
-TIMEOUT = 10.0
 WINDOW_ACTIONS = ("call", "recall", "skip", "open", "pause", "close")
 
 
 def add_parser(commands: Any) -> None:
     """Add ``queue`` and its subcommands to the top-level parser."""
     queue = commands.add_parser("queue", help="show the live queue, or act for a window")
-    queue.add_argument("--config", type=Path, metavar="FILE", help="the hub's configuration")
-    queue.add_argument("--url", help="console URL (default: from --config)")
-    queue.add_argument("--token-file", type=Path, help="API token file (default: from --config)")
+    add_endpoint_options(queue)
     queue.add_argument("--json", action="store_true", help="print the queue as JSON")
     actions = queue.add_subparsers(dest="queue_command", metavar="ACTION")
     for name in WINDOW_ACTIONS:
@@ -44,11 +38,9 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Carry out one ``hallhub queue`` command; print the result for a person."""
-    url, token = _endpoint(args)
-    headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=url, headers=headers, timeout=TIMEOUT) as api:
+    with ConsoleClient.from_args(args) as hub:
         if args.queue_command is None:
-            view = _call(api, "GET", "/api/queue")
+            view = hub.call("GET", "/api/queue")
             sys.stdout.write(
                 json.dumps(view, ensure_ascii=False) + "\n" if args.json else _describe(view)
             )
@@ -58,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             path = f"/api/queue/windows/{args.window}/{args.queue_command}"
             body = _transfer_body(args)
-        result = _call(api, "POST", path, body)["result"]
+        result = hub.call("POST", path, body)["result"]
         sys.stdout.write(_outcome(args, result))
         return 0
 
