@@ -25,11 +25,18 @@ class CommittedBacklog:
         return bool(self._alarms or self._others)
 
     def add(self, events: Iterable[Event]) -> None:
-        """Queue newly committed events, skipping any already handled."""
+        """Queue newly committed events."""
         for event in events:
-            if event.seq > self.handled.get(event.lane, 0):
-                queue = self._alarms if event.lane is Lane.ALARM else self._others
-                queue.append(event)
+            queue = self._alarms if event.lane is Lane.ALARM else self._others
+            queue.append(event)
+
+    def rules_due(self, event: Event) -> bool:
+        """Whether the rules have yet to see `event`.
+
+        The rules' catch-up at start may already have applied an event committed just
+        before the live feed began; the registry must still hear of it, the rules not.
+        """
+        return event.seq > self.handled.get(event.lane, 0)
 
     def pop(self) -> Event:
         """The next event to handle: the oldest alarm if any, else the oldest other event."""

@@ -587,8 +587,9 @@ class HubService:
                 event = backlog.pop()
                 await self._observe_health(event)
                 await self.device_commands.observe(event)
-                await self._apply_rules(event)
-                backlog.mark_handled(event)
+                if backlog.rules_due(event):
+                    await self._apply_rules(event)
+                    backlog.mark_handled(event)
             # Saved once per pass (a journal round trip), so saving cannot make the
             # rules fall ever further behind.
             await self._save_rule_progress(backlog.handled)
