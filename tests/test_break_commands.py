@@ -1,0 +1,123 @@
+"""Hostile review of the command channel and configuration down (issue 6).
+
+A running hub (real Mosquitto, real receiver over HTTP on loopback) is given odd but
+well-formed commands and bundles through the reference receiver's admin API.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+
+import tests.test_city_commands as cc
+from hub.events import Lane, Observation, hub_event_id
+from hub.service import HubService
+
+# The running hub and the city, exactly as the command tests set them up.
+receiver = cc.receiver
+hub = cc.hub
+city = cc.city
+
+
+async def test_a_query_for_events_after_a_huge_seq_does_not_kill_the_channel(
+    hub: HubService, city: cc.City
+) -> None:
+    """`query_events` with an `after_seq` past SQLite's integer range (valid JSON, an
+    integer) must be answered (say `failed`), and the channel must carry on. It raised
+    OverflowError, which neither `events_after` nor the channel catches: the command
+    channel task died, every later command stayed pending, and since the city gives a
+    pending command again, the channel dies again at every hub restart."""
+    bad = await city.push("query_events", {"lane": "alarm", "after_seq": 2**64})
+    later = await city.push("query_state", {})
+
+    answer = await city.answer(bad)
+    state = await city.answer(later)
+
+    assert answer["status"] in ("failed", "ok")
+    assert state["status"] == "ok"
+
+
+async def test_query_events_never_returns_more_than_its_limit(
+    hub: HubService, city: cc.City
+) -> None:
+    """The protocol caps a query at 1000 events. A negative `limit` was passed to
+    SQLite as is, where LIMIT -1 means no limit: the hub read and sent the whole lane,
+    however long (a backlog of days is millions of events, far past the hub's memory
+    budget and the receiver's 8 MiB body limit)."""
+
+    def fill(conn: sqlite3.Connection) -> None:
+        for n in range(1200):
+            hub.journal.insert_event(
+                conn,
+                Observation(
+                    hub_event_id(),
+                    Lane.TELEMETRY,
+                    "pad-1",
+                    "rating_pad",
+                    "reading",
+                    {"n": n},
+                    time.time(),
+                    True,
+                ),
+            )
+
+    await hub.journal.write(fill)
+
+    reply = await city.answer(
+        await city.push("query_events", {"lane": Lane.TELEMETRY.value, "after_seq": 0, "limit": -1})
+    )
+
+    assert reply["status"] == "failed" or len(reply["events"]) <= 1000
+
+
+async def test_a_version_pushed_again_with_other_content_is_not_reported_active(
+    hub: HubService, city: cc.City
+) -> None:
+    """A version the hub already holds, pushed again with different (validly signed)
+    files, was answered `active` while the hub kept running the old files: the city
+    is told its new content is live when it is not. The hub must either apply the new
+    content or refuse it, and never report it active unapplied."""
+    first = {"rules/city-baseline.yaml": cc.rule_pack("city-unhappy")}
+    second = {"rules/city-baseline.yaml": cc.rule_pack("city-unhappy-v2")}
+    assert (await city.answer(await city.push("configure", {"version": "v1", "files": first})))[
+        "status"
+    ] == "active"
+
+    reply = await city.answer(await city.push("configure", {"version": "v1", "files": second}))
+
+    active = hub.city_config.active_dir()
+    assert active is not None
+    on_disk = (active / "rules" / "city-baseline.yaml").read_text(encoding="utf-8")
+    running = cc.rule_ids(hub)
+    if reply["status"] == "active":
+        assert on_disk == second["rules/city-baseline.yaml"]
+        assert "city-unhappy-v2" in running
+    else:
+        assert reply["status"] == "rejected"
+        assert "city-unhappy" in running
+    assert os.readlink(hub.city_config.root / "current") == "versions/v1"
+
+
+async def test_a_version_pushed_again_after_another_is_not_run_with_its_old_content(
+    hub: HubService, city: cc.City
+) -> None:
+    """v1, then v2, then v1 again with new content: the hub switched back to the v1
+    folder it kept on disk, ran the old v1 files and answered `active`."""
+    old = {"rules/city-baseline.yaml": cc.rule_pack("city-old")}
+    other = {"rules/city-baseline.yaml": cc.rule_pack("city-other")}
+    new = {"rules/city-baseline.yaml": cc.rule_pack("city-new")}
+    for version, files in (("v1", old), ("v2", other)):
+        reply = await city.answer(
+            await city.push("configure", {"version": version, "files": files})
+        )
+        assert reply["status"] == "active"
+
+    reply = await city.answer(await city.push("configure", {"version": "v1", "files": new}))
+
+    running = cc.rule_ids(hub)
+    if reply["status"] == "active":
+        assert "city-new" in running and "city-old" not in running
+    else:
+        assert reply["status"] == "rejected" and reply["active_version"] == "v2"
+        assert "city-other" in running
