@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 WAIT_SECONDS = 25.0
 MAX_EVENTS_PER_QUERY = 1000
+MAX_SEQ = 2**63 - 1
 REMEMBERED_ANSWERS = 256
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -130,6 +131,11 @@ class CommandChannel:
             # The city is told, and the channel stays up for the next command.
             logger.warning("command %s failed: %s", command["command_id"], exc)
             return {"status": "failed", "problems": [str(exc)]}
+        except Exception as exc:
+            # A fault of the hub's own: a city command must never end the channel, or
+            # the command, given again while pending, would end it at every start.
+            logger.exception("command %s failed unexpectedly", command["command_id"])
+            return {"status": "failed", "problems": [f"{type(exc).__name__}: {exc}"]}
 
     async def _signed(
         self,
@@ -189,8 +195,13 @@ async def events_after(journal: Journal, payload: dict[str, Any]) -> dict[str, A
         lane = Lane(str(payload.get("lane")))
         after_seq = int(payload.get("after_seq", 0))
         limit = min(int(payload.get("limit", 100)), MAX_EVENTS_PER_QUERY)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         return {"status": "failed", "problems": [f"bad query: {exc}"]}
+    # SQLite holds 64-bit integers and reads LIMIT -1 as "no limit".
+    if not 0 <= after_seq <= MAX_SEQ:
+        return {"status": "failed", "problems": [f"bad query: after_seq must be 0 to {MAX_SEQ}"]}
+    if limit < 1:
+        return {"status": "failed", "problems": ["bad query: limit must be at least 1"]}
 
     def read() -> list[dict[str, Any]]:
         with journal.reading() as conn:
