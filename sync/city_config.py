@@ -131,6 +131,13 @@ class CityConfigStore:
         except ConfigError as exc:
             logger.warning("configuration bundle refused: %s", exc)
             return ApplyResult("rejected", self.active_version(), exc.problems)
+        target = self._versions / version
+        if target.exists() and not _holds(target, files):
+            # A version is immutable: running the files kept under its name while
+            # answering `active` would tell the city its new content is live.
+            problem = f"version {version} is already on this hub with other content"
+            logger.warning("configuration bundle refused: %s", problem)
+            return ApplyResult("rejected", self.active_version(), [problem])
         if version == self.active_version():
             return ApplyResult("active", version)
 
@@ -249,6 +256,16 @@ def city_windows(folder: Path) -> WindowAssignments | None:
     """A version's window assignments, or None when it has no ``windows.yaml``."""
     path = folder / "windows.yaml"
     return load_window_assignments(path) if path.exists() else None
+
+
+def _holds(folder: Path, files: Mapping[str, str]) -> bool:
+    """Whether `folder` holds exactly `files`, byte for byte."""
+    present = {
+        path.relative_to(folder).as_posix(): path for path in folder.rglob("*") if path.is_file()
+    }
+    if set(present) != set(files):
+        return False
+    return all(present[name].read_bytes() == text.encode() for name, text in files.items())
 
 
 def _validate_folder(folder: Path) -> None:
