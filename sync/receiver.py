@@ -211,9 +211,14 @@ async def _post_batch(request: Request) -> Response:
     batch = _decode_batch(hub_id, body, request.headers.get("content-encoding", ""))
     _refuse_chosen_events(state.faults, batch)
     now = state.clock.wall()
-    outcomes = await run_in_threadpool(
-        state.store.apply_batch, hub_id, batch.epoch, batch.lanes, now
-    )
+    try:
+        outcomes = await run_in_threadpool(
+            state.store.apply_batch, hub_id, batch.epoch, batch.lanes, now
+        )
+    except BatchError as exc:
+        # Content the store cannot hold: refused as content, so the hub isolates it.
+        logger.warning("batch from %s refused by the store: %s", hub_id, exc)
+        raise HttpProblem(422, "unstorable", str(exc)[:500]) from exc
 
     _log_outcomes(hub_id, batch.epoch, outcomes)
     if state.faults.drop_ack and state.rng.random() < state.faults.drop_ack:
