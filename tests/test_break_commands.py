@@ -121,3 +121,28 @@ async def test_a_version_pushed_again_after_another_is_not_run_with_its_old_cont
     else:
         assert reply["status"] == "rejected" and reply["active_version"] == "v2"
         assert "city-other" in running
+
+
+async def test_a_file_name_with_a_trailing_newline_is_refused(
+    hub: HubService, city: cc.City
+) -> None:
+    """Bundle file names are checked with a pattern ending in `$`, which also matches
+    before a final newline: "windows.yaml\\n" passed as an allowed name, was written
+    under that name, skipped by validation (it does not end in .yaml) and by the hub
+    (it reads "windows.yaml"), and the bundle was answered `active`. The city believes
+    its window assignments are live; none are. Such a name must be refused."""
+    files = {"windows.yaml\n": cc.WINDOWS}
+
+    reply = await city.answer(await city.push("configure", {"version": "v1", "files": files}))
+
+    assert reply["status"] == "rejected", (reply, list(hub.tickets.settings.windows))
+
+
+async def test_a_version_with_a_trailing_newline_is_refused(hub: HubService, city: cc.City) -> None:
+    """The version pattern has the same hole: "v1\\n" became a folder and a symlink
+    target with a newline in its name, and a version the city cannot tell from v1."""
+    reply = await city.answer(
+        await city.push("configure", {"version": "v1\n", "files": cc.GOOD_FILES})
+    )
+
+    assert reply["status"] == "rejected", reply
