@@ -30,6 +30,7 @@ import asyncio
 import enum
 import gzip
 import logging
+import math
 import random
 import sqlite3
 import ssl
@@ -368,6 +369,12 @@ class Uplink:
         except CityRejected as exc:
             self._note_failure(LinkState.REJECTED, exc)
             return REJECTED_RETRY_SECONDS
+        except Exception as exc:
+            # Anything else is a fault of ours or a reply no one foresaw; the events
+            # are safe in the journal, so log it in full and retry as after an outage.
+            logger.exception("city sync attempt failed unexpectedly")
+            self._note_failure(LinkState.OUTAGE, exc)
+            return self._backoff.next_delay()
 
         self._note_success()
         return 0.0 if acknowledged > 0 else None
@@ -543,7 +550,9 @@ def _server_time(response: httpx.Response) -> float | None:
     except (ValueError, AttributeError):
         value = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        if math.isfinite(value):
+            return float(value)
+        value = None  # NaN or Infinity (Python's json reads both): not a time
 
     date = response.headers.get("Date")
     if date is None:
