@@ -10,11 +10,17 @@ import asyncio
 import os
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
+import httpx
+
 import tests.test_city_commands as cc
+from hub.broker import ManagedBroker
 from hub.events import Lane, Observation, hub_event_id
 from hub.service import HubService
+from sync.keys import load_keys
+from sync.signing import sign_request
 
 # The running hub and the city, exactly as the command tests set them up.
 receiver = cc.receiver
@@ -199,3 +205,60 @@ async def test_a_large_bundle_does_not_freeze_the_hub(hub: HubService, city: cc.
 
     assert reply["status"] == "active", reply
     assert max(gaps) < 1.0, f"the hub's event loop stood still for {max(gaps):.1f} s"
+
+
+async def test_the_city_learns_of_a_rollback_at_boot(
+    receiver: tuple[str, Path],
+    city: cc.City,
+    broker: ManagedBroker,
+    tmp_path: Path,
+    unique_topic_root: str,
+) -> None:
+    """v1 then v2 are pushed and reported active. Hall IT then adds a rule file of its
+    own that overrides a rule only v1 has, and restarts the hub: v2 no longer starts,
+    the hub rolls back to v1 at boot (as documented) and runs v1. The city's status
+    kept showing v2 as the hub's active configuration, since only a `configure` reply
+    ever reports a version: the city believes rules are live that are not."""
+    url, secret_file = receiver
+    config = cc.make_config(tmp_path, broker, unique_topic_root, url, secret_file)
+    first = HubService(config)
+    await first.start()
+    try:
+        for version, rule_id in (("v1", "city-a"), ("v2", "city-b")):
+            files = {"rules/city-baseline.yaml": cc.rule_pack(rule_id)}
+            reply = await city.answer(
+                await city.push("configure", {"version": version, "files": files})
+            )
+            assert reply["status"] == "active"
+    finally:
+        await first.stop()
+
+    hall_rules = tmp_path / "hall-rules.yaml"
+    hall_rules.write_text("overrides:\n  city-a: {enabled: false}\n", encoding="utf-8")
+    config = cc.make_config(
+        tmp_path, broker, unique_topic_root, url, secret_file, rule_files=[str(hall_rules)]
+    )
+    second = HubService(config)
+    await second.start()
+    try:
+        assert second.city_config.active_version() == "v1"  # rolled back at boot
+        deadline = time.monotonic() + 10
+        reported = await city_status_active_config(url, secret_file, tmp_path)
+        while reported != "v1" and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            reported = await city_status_active_config(url, secret_file, tmp_path)
+    finally:
+        await second.stop()
+
+    assert reported == "v1", f"the city still shows {reported!r} active"
+
+
+async def city_status_active_config(url: str, secret_file: Path, tmp_path: Path) -> Any:
+    key_id = next(iter(load_keys(tmp_path / "city-keys.json")))
+    secret = bytes.fromhex(secret_file.read_text(encoding="ascii"))
+    path = f"/v1/hubs/{cc.HUB}/status"
+    header = sign_request(key_id, secret, "GET", path, b"", time.time())
+    async with httpx.AsyncClient(base_url=url, trust_env=False) as client:
+        response = await client.get(path, headers={"Authorization": header})
+    assert response.status_code == 200, response.text
+    return response.json()["active_config"]
