@@ -65,7 +65,7 @@ from rules.runner import RuleRunner
 from sync.backlog import BacklogGuard, BacklogPolicy
 from sync.city_config import CityConfigStore, city_calendar, city_windows
 from sync.commands import CommandChannel, Handler, events_after
-from sync.enrolment import client_context, load_enrolment, open_uplink
+from sync.enrolment import load_enrolment, open_uplink
 from sync.poison import Disposition, SetAside, set_aside_summary
 from sync.tls import CertificateWatch
 from sync.uplink import Uplink
@@ -403,7 +403,6 @@ class HubService:
             self.config.hub.id,
             handlers,
             self.clock,
-            ssl_context=client_context(city),
         )
         self._tasks.start("sync-commands", self.commands.run())
 

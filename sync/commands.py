@@ -61,7 +61,10 @@ class CommandChannel:
         self._handlers = dict(handlers)
         self._clock = clock
         self._wait = wait_seconds
-        self._verify = ssl_context if ssl_context is not None else True
+        # Without a context of its own, the channel follows the uplink's (which
+        # follows the TLS files, so a renewed certificate is used here too).
+        self._fixed_tls = ssl_context
+        self._tls_in_use: ssl.SSLContext | None = None
         self._backoff = Backoff(
             BACKOFF_INITIAL_SECONDS, BACKOFF_CAP_SECONDS, rng or random.Random()
         )
@@ -145,7 +148,7 @@ class CommandChannel:
         params: dict[str, str] | None = None,
         wait: float = 0.0,
     ) -> dict[str, Any]:
-        client = self._ensure_client()
+        client = await self._ensure_client()
         keys = self._uplink.signing_keys()
         response: httpx.Response | None = None
         for key in keys:
@@ -170,9 +173,15 @@ class CommandChannel:
         assert response is not None
         return _checked(response)
 
-    def _ensure_client(self) -> httpx.AsyncClient:
+    async def _ensure_client(self) -> httpx.AsyncClient:
+        context = self._fixed_tls or self._uplink.tls_context()
+        if self._client is not None and context is not self._tls_in_use:
+            client, self._client = self._client, None
+            await client.aclose()
         if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False, verify=self._verify)
+            self._tls_in_use = context
+            verify = context if context is not None else True
+            self._client = httpx.AsyncClient(trust_env=False, verify=verify)
         return self._client
 
     def _note_failure(self, exc: Exception) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from hub.journal import Journal
 from hub.privatefile import write_private
 from hub.yamlfile import load_model
 from sync.keys import HUB_ID_PATTERN, HubKey, KeysFile, load_keys, write_keys
-from sync.tls import ClientTls
+from sync.tls import ClientTls, ReloadingClientTls
 from sync.uplink import SetAsideHook, Uplink
 
 logger = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def open_uplink(
     on_set_aside: SetAsideHook | None = None,
 ) -> Uplink:
     """An uplink signing and connecting as `city` says."""
-    tls = client_context(city)
+    tls = client_tls_source(city)
 
     if city.keys_file is not None:
         keys = KeysFile(city.keys_file)
@@ -121,6 +122,15 @@ def open_uplink(
         key_source=source,
         ssl_context=tls,
     )
+
+
+def client_tls_source(city: CitySection) -> Callable[[], ssl.SSLContext] | None:
+    """The TLS context for reaching the city, read again when its files change."""
+    if city.ca_file is None:
+        return None
+    source = ReloadingClientTls(ClientTls(city.ca_file, city.client_cert, city.client_key))
+    source.context()  # files that do not load fail the start, as before
+    return source.context
 
 
 def client_context(city: CitySection) -> ssl.SSLContext | None:

@@ -1,6 +1,6 @@
 """Hostile review of mutual TLS (issue 6): a renewed client certificate.
 
-Real parts only: two private CAs made for the test, the reference receiver serving
+Real parts only: a private CA made for the test, the reference receiver serving
 HTTPS on loopback and requiring client certificates, the hub's own `open_uplink` and
 `CertificateWatch`, as the hub service wires them.
 """
