@@ -20,6 +20,7 @@ from hub.broker import ManagedBroker
 from hub.events import Lane, Observation, hub_event_id
 from hub.service import HubService
 from sync.keys import load_keys
+from sync.poison import set_aside
 from sync.signing import sign_request
 
 # The running hub and the city, exactly as the command tests set them up.
@@ -262,3 +263,47 @@ async def city_status_active_config(url: str, secret_file: Path, tmp_path: Path)
         response = await client.get(path, headers={"Authorization": header})
     assert response.status_code == 200, response.text
     return response.json()["active_config"]
+
+
+async def test_an_event_quarantined_just_before_a_crash_still_gets_its_alert(
+    receiver: tuple[str, Path], broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
+) -> None:
+    """Setting an alarm aside commits the quarantine entry, then raises the alert in
+    a second write. A hub killed between the two (or whose alert write failed) kept
+    the alarm quarantined with no alert, for good: nothing looks for open quarantine
+    entries without one, so no person is ever told. The journal below is exactly what
+    that kill leaves: the entry committed by `set_aside`, no alert."""
+    url, secret_file = receiver
+    config = cc.make_config(tmp_path, broker, unique_topic_root, url, secret_file)
+    first = HubService(config)
+    await first.start()
+    try:
+        appended = await first.journal.append(
+            Observation(hub_event_id(), Lane.ALARM, "pad-1", "rating_pad", "call", {}, 1.0, True)
+        )
+        event = appended.event
+        await first.journal.write(
+            lambda conn: set_aside(conn, event, "HTTP 422: rejected_event", time.time())
+        )
+    finally:
+        await first.stop()
+
+    second = HubService(config)
+    await second.start()
+    try:
+        condition = f"sync_quarantine:alarm:{event.seq}"
+        deadline = time.monotonic() + 10
+        while not (found := open_alerts(second, condition)) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    finally:
+        await second.stop()
+
+    assert found, "an open quarantine entry without an alert: no person is told"
+
+
+def open_alerts(hub: HubService, condition: str) -> list[Any]:
+    with hub.journal.reading() as conn:
+        return conn.execute(
+            "SELECT alert_id FROM alerts WHERE condition = ? AND state != 'resolved'",
+            (condition,),
+        ).fetchall()
