@@ -33,6 +33,7 @@ from hub.alerts import DevicePlace, list_alerts
 from hub.alerts.crews import CrewAlerts
 from hub.alerts.hours import AlwaysOpen, FixedHours
 from hub.alerts.settings import ClosedHours
+from hub.alerts.store import active_alert
 from hub.audit import AuditTrail
 from hub.broker import Broker, start_broker
 from hub.calendar import (
@@ -65,8 +66,8 @@ from rules.runner import RuleRunner
 from sync.backlog import BacklogGuard, BacklogPolicy
 from sync.city_config import CityConfigStore, city_calendar, city_windows
 from sync.commands import CommandChannel, Handler, events_after
-from sync.enrolment import client_context, load_enrolment, open_uplink
-from sync.poison import Disposition, SetAside, set_aside_summary
+from sync.enrolment import load_enrolment, open_uplink
+from sync.poison import Disposition, SetAside, open_quarantine, set_aside_summary
 from sync.tls import CertificateWatch
 from sync.uplink import Uplink
 
@@ -380,6 +381,9 @@ class HubService:
         uplink = self.uplink
         self.journal.add_commit_listener(lambda _events: uplink.notify())
         self._tasks.start("sync-uplink", uplink.run())
+        self._tasks.start(
+            "sync-quarantine-alerts", self._alert_quarantine_left_unalerted(), once=True
+        )
         self._start_command_channel(city)
         policy = BacklogPolicy(
             {lane: mib * MIB for lane, mib in city.backlog_cap_mib.items()},
@@ -404,7 +408,6 @@ class HubService:
             self.config.hub.id,
             handlers,
             self.clock,
-            ssl_context=client_context(city),
         )
         self._tasks.start("sync-commands", self.commands.run())
 
@@ -518,12 +521,35 @@ class HubService:
         event = record.event
         await self.alerts.raise_condition(
             event.device_id,
-            f"sync_quarantine:{event.lane.value}:{event.seq}",
+            _quarantine_condition({"lane": event.lane.value, "seq": event.seq}),
             SYNC_ALERT_SEVERITY,
             SYNC_ALERT_TEAM,
             f"city refused {event.lane.value} event {event.event_id}; quarantined on the hub",
             event.event_id,
         )
+
+    async def _alert_quarantine_left_unalerted(self) -> None:
+        """Alert on open quarantine entries that have no alert (a crash came between
+        setting the event aside and raising its alert, or that write failed)."""
+
+        def missing() -> list[dict[str, Any]]:
+            with self.journal.reading() as conn:
+                return [
+                    entry
+                    for entry in open_quarantine(conn)
+                    if active_alert(conn, f"{entry['device_id']}/{_quarantine_condition(entry)}")
+                    is None
+                ]
+
+        for entry in await asyncio.to_thread(missing):
+            await self.alerts.raise_condition(
+                str(entry["device_id"]),
+                _quarantine_condition(entry),
+                SYNC_ALERT_SEVERITY,
+                SYNC_ALERT_TEAM,
+                f"city refused {entry['lane']} event {entry['event_id']}; quarantined on the hub",
+                str(entry["event_id"]),
+            )
 
     async def _alert_backlog(self, condition: str, message: str) -> None:
         await self.alerts.raise_condition(
@@ -737,6 +763,11 @@ class HubService:
                 None,
             ),
         )
+
+
+def _quarantine_condition(entry: dict[str, Any]) -> str:
+    """The alert condition of a quarantined event (the console's resolve clears it)."""
+    return f"sync_quarantine:{entry['lane']}:{entry['seq']}"
 
 
 def _read_secret(path: Path | None) -> str | None:

@@ -171,10 +171,14 @@ def _oldest_worth(
     conn: sqlite3.Connection, lane: Lane, acked: int, excess: int
 ) -> tuple[int, int, int, int]:
     """First and last seq, count and bytes of the oldest pending events ≥ `excess` bytes."""
+    # The lane's newest event is never compacted: the journal numbers on from the
+    # highest seq it holds, and without it a restarted hub would issue the compacted
+    # seqs again (as retention, it keeps each lane's newest event).
     rows = conn.execute(
         "SELECT seq, LENGTH(data) + LENGTH(event_id) + LENGTH(device_id) + ? FROM events"
-        " WHERE lane = ? AND seq > ? ORDER BY seq",
-        (ROW_OVERHEAD_BYTES, lane.value, acked),
+        " WHERE lane = ? AND seq > ? AND seq < (SELECT MAX(seq) FROM events WHERE lane = ?)"
+        " ORDER BY seq",
+        (ROW_OVERHEAD_BYTES, lane.value, acked, lane.value),
     )
     first = last = count = size = 0
     for seq, row_bytes in rows:

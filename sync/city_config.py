@@ -232,7 +232,8 @@ def _checked_bundle(bundle: Any, keys: Mapping[str, HubKey]) -> tuple[str, dict[
         raise ConfigError("bundle", ["must be a mapping"])
     version, files = bundle.get("version"), bundle.get("files")
     problems: list[str] = []
-    if not isinstance(version, str) or not VERSION_PATTERN.match(version):
+    # fullmatch: with match, `$` also accepts a name followed by a newline.
+    if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         problems.append(f"version must match {VERSION_PATTERN.pattern}")
     if not isinstance(files, dict) or not files or len(files) > MAX_FILES:
         problems.append(f"files must map 1 to {MAX_FILES} names to YAML text")
@@ -241,7 +242,7 @@ def _checked_bundle(bundle: Any, keys: Mapping[str, HubKey]) -> tuple[str, dict[
     assert isinstance(version, str) and isinstance(files, dict)
 
     for name, text in files.items():
-        if not isinstance(name, str) or not FILE_PATTERN.match(name):
+        if not isinstance(name, str) or not FILE_PATTERN.fullmatch(name):
             problems.append(f"file name {name!r} is not one a bundle may hold")
         elif not isinstance(text, str) or len(text.encode()) > MAX_FILE_BYTES:
             problems.append(f"{name}: must be text of at most {MAX_FILE_BYTES} bytes")

@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 WAIT_SECONDS = 25.0
 MAX_EVENTS_PER_QUERY = 1000
+MAX_SEQ = 2**63 - 1
 REMEMBERED_ANSWERS = 256
 
 Handler = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -60,7 +61,10 @@ class CommandChannel:
         self._handlers = dict(handlers)
         self._clock = clock
         self._wait = wait_seconds
-        self._verify = ssl_context if ssl_context is not None else True
+        # Without a context of its own, the channel follows the uplink's (which
+        # follows the TLS files, so a renewed certificate is used here too).
+        self._fixed_tls = ssl_context
+        self._tls_in_use: ssl.SSLContext | None = None
         self._backoff = Backoff(
             BACKOFF_INITIAL_SECONDS, BACKOFF_CAP_SECONDS, rng or random.Random()
         )
@@ -130,6 +134,11 @@ class CommandChannel:
             # The city is told, and the channel stays up for the next command.
             logger.warning("command %s failed: %s", command["command_id"], exc)
             return {"status": "failed", "problems": [str(exc)]}
+        except Exception as exc:
+            # A fault of the hub's own: a city command must never end the channel, or
+            # the command, given again while pending, would end it at every start.
+            logger.exception("command %s failed unexpectedly", command["command_id"])
+            return {"status": "failed", "problems": [f"{type(exc).__name__}: {exc}"]}
 
     async def _signed(
         self,
@@ -139,7 +148,7 @@ class CommandChannel:
         params: dict[str, str] | None = None,
         wait: float = 0.0,
     ) -> dict[str, Any]:
-        client = self._ensure_client()
+        client = await self._ensure_client()
         keys = self._uplink.signing_keys()
         response: httpx.Response | None = None
         for key in keys:
@@ -164,9 +173,15 @@ class CommandChannel:
         assert response is not None
         return _checked(response)
 
-    def _ensure_client(self) -> httpx.AsyncClient:
+    async def _ensure_client(self) -> httpx.AsyncClient:
+        context = self._fixed_tls or self._uplink.tls_context()
+        if self._client is not None and context is not self._tls_in_use:
+            client, self._client = self._client, None
+            await client.aclose()
         if self._client is None:
-            self._client = httpx.AsyncClient(trust_env=False, verify=self._verify)
+            self._tls_in_use = context
+            verify = context if context is not None else True
+            self._client = httpx.AsyncClient(trust_env=False, verify=verify)
         return self._client
 
     def _note_failure(self, exc: Exception) -> None:
@@ -189,8 +204,13 @@ async def events_after(journal: Journal, payload: dict[str, Any]) -> dict[str, A
         lane = Lane(str(payload.get("lane")))
         after_seq = int(payload.get("after_seq", 0))
         limit = min(int(payload.get("limit", 100)), MAX_EVENTS_PER_QUERY)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         return {"status": "failed", "problems": [f"bad query: {exc}"]}
+    # SQLite holds 64-bit integers and reads LIMIT -1 as "no limit".
+    if not 0 <= after_seq <= MAX_SEQ:
+        return {"status": "failed", "problems": [f"bad query: after_seq must be 0 to {MAX_SEQ}"]}
+    if limit < 1:
+        return {"status": "failed", "problems": ["bad query: limit must be at least 1"]}
 
     def read() -> list[dict[str, Any]]:
         with journal.reading() as conn:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import ssl
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -30,7 +31,7 @@ from hub.yamlfile import load_model
 from sync.errors import CityRejected, CityUnavailable
 from sync.keys import HUB_ID_PATTERN, HubKey, KeysFile, load_keys, newest_first, write_keys
 from sync.signing import sign_request
-from sync.tls import ClientTls
+from sync.tls import ClientTls, ReloadingClientTls
 from sync.uplink import SetAsideHook, Uplink
 
 logger = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def open_uplink(
     on_set_aside: SetAsideHook | None = None,
 ) -> Uplink:
     """An uplink signing and connecting as `city` says."""
-    tls = client_context(city)
+    tls = client_tls_source(city)
 
     if city.keys_file is not None:
         keys = KeysFile(city.keys_file)
@@ -129,6 +130,15 @@ def open_uplink(
         key_source=source,
         ssl_context=tls,
     )
+
+
+def client_tls_source(city: CitySection) -> Callable[[], ssl.SSLContext] | None:
+    """The TLS context for reaching the city, read again when its files change."""
+    if city.ca_file is None:
+        return None
+    source = ReloadingClientTls(ClientTls(city.ca_file, city.client_cert, city.client_key))
+    source.context()  # files that do not load fail the start, as before
+    return source.context
 
 
 def client_context(city: CitySection) -> ssl.SSLContext | None:

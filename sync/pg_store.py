@@ -30,7 +30,7 @@ from sync.city_store import (
 )
 from sync.command_store import SCHEMA as COMMAND_SCHEMA
 from sync.command_store import CommandTables, Execute
-from sync.errors import StoreUnavailable
+from sync.errors import BatchError, StoreUnavailable
 from sync.rating_chain import RECENT_BREAKS, chain_status, check_rating_chain
 
 logger = logging.getLogger(__name__)
@@ -101,10 +101,8 @@ class PostgresBatchStore:
 
     def __init__(self, dsn: str) -> None:
         self._lock = threading.Lock()
-        try:
-            self._conn = psycopg.connect(dsn, autocommit=True)
-        except psycopg.Error as exc:
-            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+        self._dsn = dsn
+        self._conn = self._connect()
         with self._conn.transaction():
             # One schema creator at a time, when several receivers start together.
             self._conn.execute("SELECT pg_advisory_xact_lock(7263)")
@@ -120,24 +118,53 @@ class PostgresBatchStore:
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[Execute]:
         """One transaction under the lock; rolled back if the block raises."""
-        with self._lock, self._conn.transaction():
-            yield self._conn.execute
+        with self._lock:
+            self._reconnect_if_lost()
+            with self._conn.transaction():
+                yield self._conn.execute
+
+    def _connect(self) -> psycopg.Connection[Any]:
+        try:
+            return psycopg.connect(self._dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot connect to PostgreSQL: {exc}") from exc
+
+    def _reconnect_if_lost(self) -> None:
+        """A connection the server dropped (a restart, a failover) is opened again."""
+        if self._conn.closed or self._conn.broken:
+            logger.warning("PostgreSQL connection lost; connecting again")
+            self._conn = self._connect()
 
     def apply_batch(
         self, hub_id: str, epoch: int, lanes: Mapping[Lane, LaneUpload], stored_at: float
     ) -> dict[Lane, LaneOutcome]:
-        """Apply a batch in one transaction; return each lane's outcome."""
-        with self._lock, self._conn.transaction():
-            outcomes = {
-                lane: self._apply_lane(hub_id, epoch, lane, lanes[lane], stored_at)
-                for lane in LANE_ORDER
-                if lane in lanes
-            }
+        """Apply a batch in one transaction; return each lane's outcome.
+
+        Content PostgreSQL cannot hold (a NUL character in text or JSON, a number out
+        of range) raises `BatchError`, so the receiver refuses the batch with a 4xx and
+        the hub isolates the event, instead of a 5xx it would retry for ever.
+        """
+        with self._lock:
+            self._reconnect_if_lost()
+            try:
+                with self._conn.transaction():
+                    outcomes = {
+                        lane: self._apply_lane(hub_id, epoch, lane, lanes[lane], stored_at)
+                        for lane in LANE_ORDER
+                        if lane in lanes
+                    }
+            except psycopg.DataError as exc:
+                raise BatchError([f"PostgreSQL cannot store this content: {exc}"]) from exc
         return outcomes
 
     def hub_status(self, hub_id: str) -> dict[str, Any]:
         """Per-lane high-water marks and counts for one hub."""
-        with self._lock, self._conn.transaction():
+        with self._lock:
+            self._reconnect_if_lost()
+            return self._hub_status(hub_id)
+
+    def _hub_status(self, hub_id: str) -> dict[str, Any]:
+        with self._conn.transaction():
             marks = self._conn.execute(
                 "SELECT epoch, lane, hwm, repeats, duplicates, updated_at FROM lane_marks"
                 " WHERE hub_id = %s ORDER BY epoch, lane",
@@ -172,7 +199,8 @@ class PostgresBatchStore:
 
     def last_contact(self) -> dict[str, float]:
         """When each hub's lanes last moved, for the silence watch after a restart."""
-        with self._lock, self._conn.transaction():
+        with self._lock:
+            self._reconnect_if_lost()
             rows = self._conn.execute(
                 "SELECT hub_id, MAX(updated_at) FROM lane_marks GROUP BY hub_id"
             ).fetchall()

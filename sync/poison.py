@@ -222,6 +222,17 @@ def pending_tombstones(
     return tombstones
 
 
+def open_quarantine(conn: sqlite3.Connection) -> list[dict[str, object]]:
+    """Every quarantine entry still open: lane, seq, event_id, device_id."""
+    if not _tables_exist(conn):
+        return []
+    rows = conn.execute(
+        "SELECT lane, seq, event_id, device_id FROM sync_quarantine WHERE state = 'open'"
+        " ORDER BY set_aside_at"
+    ).fetchall()
+    return [dict(zip(("lane", "seq", "event_id", "device_id"), row, strict=True)) for row in rows]
+
+
 def set_aside_summary(conn: sqlite3.Connection) -> dict[str, object]:
     """Counts and the latest entries, for ``hallhub sync status`` and the console."""
     if not _tables_exist(conn):

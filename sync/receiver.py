@@ -13,8 +13,8 @@ Routes (see docs/sync-protocol.md):
   present only when an admin token is configured. Reads or sets the fault knobs.
 * ``POST /admin/hubs/{hub_id}/commands`` and ``GET /admin/commands/{command_id}``:
   same guard; queue a command for a hub (a configuration bundle is signed here with
-  the hub's newest key) and read its reply. Commands are kept in the store, so they
-  outlive a restart of the receiver (`sync.command_queue`).
+  the key the hub last signed with, else its newest) and read its reply. Commands are
+  kept in the store, so they outlive a restart of the receiver (`sync.command_queue`).
 
 Fault knobs, for tests and demos: ``fail_with_500`` (probability of replying 500
 before storing), ``delay_seconds`` (wait before handling a batch), ``drop_ack``
@@ -147,6 +147,8 @@ class ReceiverState:
     keys_file: KeysFile | None = None
     closing: Callable[[], bool] = lambda: False
     silence: SilenceWatch | None = None
+    # Per hub, the key it last signed a request with: a key it is known to hold.
+    keys_in_use: dict[str, str] = field(default_factory=dict)
 
 
 def create_app(
@@ -220,9 +222,14 @@ async def _post_batch(request: Request) -> Response:
     batch = _decode_batch(hub_id, body, request.headers.get("content-encoding", ""))
     _refuse_chosen_events(state.faults, batch)
     now = state.clock.wall()
-    outcomes = await run_in_threadpool(
-        state.store.apply_batch, hub_id, batch.epoch, batch.lanes, now
-    )
+    try:
+        outcomes = await run_in_threadpool(
+            state.store.apply_batch, hub_id, batch.epoch, batch.lanes, now
+        )
+    except BatchError as exc:
+        # Content the store cannot hold: refused as content, so the hub isolates it.
+        logger.warning("batch from %s refused by the store: %s", hub_id, exc)
+        raise HttpProblem(422, "unstorable", str(exc)[:500]) from exc
 
     _log_outcomes(hub_id, batch.epoch, outcomes)
     if state.faults.drop_ack and state.rng.random() < state.faults.drop_ack:
@@ -371,6 +378,7 @@ def _authenticate(request: Request, state: ReceiverState, hub_id: str, body: byt
     if key.hub_id != hub_id:
         logger.warning("key %s of hub %s used for hub %s", key.key_id, key.hub_id, hub_id)
         raise HttpProblem(403, "wrong_hub", f"key {key.key_id!r} is not for hub {hub_id!r}")
+    state.keys_in_use[hub_id] = key.key_id
     if state.silence is not None:
         state.silence.contact(hub_id)
 
@@ -489,7 +497,11 @@ def _signed_bundle(state: ReceiverState, hub_id: str, payload: dict[str, Any]) -
     keys = newest_first(k for k in state.verifier.keys().values() if k.hub_id == hub_id)
     if not keys:
         raise HttpProblem(400, "bad_command", f"no key for hub {hub_id!r} to sign with")
-    return sign_bundle(keys[0], version, {str(name): str(text) for name, text in files.items()})
+    # While keys rotate the city holds the new key before the hub does: sign with the
+    # key the hub last signed with, which it surely holds; the newest if it is unheard.
+    in_use = [k for k in keys if k.key_id == state.keys_in_use.get(hub_id)]
+    key = in_use[0] if in_use else keys[0]
+    return sign_bundle(key, version, {str(name): str(text) for name, text in files.items()})
 
 
 def _check_admin(request: Request, state: ReceiverState) -> None:

@@ -49,6 +49,47 @@ class ClientTls:
         return context
 
 
+class ReloadingClientTls:
+    """`ClientTls` read again when its files change: a renewed client certificate is
+    presented from the next connection on, without a hub restart.
+
+    A rewrite that does not load (a key written after its certificate, say) keeps
+    the last good context until the files load again.
+    """
+
+    def __init__(self, tls: ClientTls) -> None:
+        self._tls = tls
+        self._stamp: tuple[tuple[int, int], ...] | None = None
+        self._context: ssl.SSLContext | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """The context for the files as they are now."""
+        stamp = self._stamp_now()
+        if self._context is None or stamp != self._stamp:
+            try:
+                context = self._tls.context()
+            except ConfigError:
+                if self._context is None:
+                    raise
+                logger.exception("TLS files changed but do not load; keeping the last ones")
+                return self._context
+            if self._context is not None:
+                logger.info("TLS files changed; new connections use them")
+            self._context, self._stamp = context, stamp
+        return self._context
+
+    def _stamp_now(self) -> tuple[tuple[int, int], ...]:
+        paths = (self._tls.ca_file, self._tls.client_cert, self._tls.client_key)
+        stamps = []
+        for path in paths:
+            try:
+                status = path.stat() if path is not None else None
+            except OSError:
+                status = None
+            stamps.append((status.st_mtime_ns, status.st_size) if status else (0, 0))
+        return tuple(stamps)
+
+
 @dataclass(frozen=True, slots=True)
 class ServerTls:
     """The receiver's certificate, and the CA its clients must present, if any."""

@@ -30,6 +30,7 @@ import asyncio
 import enum
 import gzip
 import logging
+import math
 import random
 import sqlite3
 import ssl
@@ -115,7 +116,7 @@ class Uplink:
         rng: random.Random | None = None,
         on_set_aside: SetAsideHook | None = None,
         key_source: KeySource | None = None,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | Callable[[], ssl.SSLContext] | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {batch_size}")
@@ -123,7 +124,11 @@ class Uplink:
         self._batch_url = f"{city_url.rstrip('/')}/v1/hubs/{quote(journal.hub_id, safe='')}/batches"
         fixed = (HubKey(key_id, journal.hub_id, secret),)
         self._key_source: KeySource = key_source or (lambda: fixed)
-        self._ssl_context = ssl_context
+        # A callable is asked before each request (`tls.ReloadingClientTls.context`).
+        self._ssl_source: Callable[[], ssl.SSLContext] | None = (
+            ssl_context if callable(ssl_context) else None
+        )
+        self._ssl_context = None if callable(ssl_context) else ssl_context
         self._clock = clock
         self._batch_size = batch_size
         self._timeout = timeout
@@ -369,6 +374,12 @@ class Uplink:
         except CityRejected as exc:
             self._note_failure(LinkState.REJECTED, exc)
             return REJECTED_RETRY_SECONDS
+        except Exception as exc:
+            # Anything else is a fault of ours or a reply no one foresaw; the events
+            # are safe in the journal, so log it in full and retry as after an outage.
+            logger.exception("city sync attempt failed unexpectedly")
+            self._note_failure(LinkState.OUTAGE, exc)
+            return self._backoff.next_delay()
 
         self._note_success()
         return 0.0 if acknowledged > 0 else None
@@ -447,6 +458,7 @@ class Uplink:
         return keys
 
     async def _post(self, body: bytes, key: HubKey) -> httpx.Response:
+        await self._follow_tls_files()
         client = self._ensure_client()
         request = client.build_request(
             "POST",
@@ -481,6 +493,23 @@ class Uplink:
         if server_time is None or received_at - sent_at > CLOCK_ROUND_TRIP_SECONDS:
             return
         self._clock_offset = server_time - (sent_at + received_at) / 2
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The TLS context requests use now (None: plain HTTP or the system store)."""
+        if self._ssl_source is not None:
+            return self._ssl_source()
+        return self._ssl_context
+
+    async def _follow_tls_files(self) -> None:
+        """Open a new client when the TLS files changed (a renewed certificate)."""
+        if self._ssl_source is None:
+            return
+        context = self._ssl_source()
+        if context is not self._ssl_context:
+            self._ssl_context = context
+            if self._client is not None:
+                client, self._client = self._client, None
+                await client.aclose()
 
     def _ensure_client(self) -> httpx.AsyncClient:
         if self._client is None:
@@ -551,7 +580,9 @@ def _server_time(response: httpx.Response) -> float | None:
     except (ValueError, AttributeError):
         value = None
     if isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
+        if math.isfinite(value):
+            return float(value)
+        value = None  # NaN or Infinity (Python's json reads both): not a time
 
     date = response.headers.get("Date")
     if date is None:
