@@ -408,6 +408,7 @@ class HubService:
             self.config.hub.id,
             handlers,
             self.clock,
+            active_config=self.city_config.active_version,
         )
         self._tasks.start("sync-commands", self.commands.run())
 

@@ -127,6 +127,11 @@ class CommandQueue:
         """The configuration version the hub last reported active."""
         return await asyncio.to_thread(self._tables.active_config, hub_id)
 
+    async def report_active(self, hub_id: str, version: str | None) -> None:
+        """Record the version the hub says it runs, as it starts or reconnects."""
+        await asyncio.to_thread(self._tables.report_active, hub_id, version, self._clock.wall())
+        logger.info("hub %s runs configuration %s", hub_id, version or "(none)")
+
 
 async def _sleep_on(
     nudge: asyncio.Event, until: float, give_up: Callable[[], Awaitable[bool]]

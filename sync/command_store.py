@@ -69,6 +69,11 @@ _BY_ID = f"{_COLUMNS} WHERE command_id = ?"
 _RECORD_REPLY = "UPDATE commands SET reply = ?, answered_at = ? WHERE command_id = ?"
 _RECORD_ACTIVE = "UPDATE command_hubs SET active_config = ?, reported_at = ? WHERE hub_id = ?"
 _ACTIVE = "SELECT active_config FROM command_hubs WHERE hub_id = ?"
+_REPORT_ACTIVE = (
+    "INSERT INTO command_hubs (hub_id, queued, active_config, reported_at) VALUES (?, 0, ?, ?)"
+    " ON CONFLICT (hub_id) DO UPDATE SET active_config = excluded.active_config,"
+    " reported_at = excluded.reported_at"
+)
 # Deletes the hub's answered commands from the (keep + 1)th newest down; when fewer
 # are answered the subquery is NULL and nothing matches.
 _PRUNE_ANSWERED = (
@@ -186,6 +191,11 @@ class CommandTables:
             execute(_PRUNE_ANSWERED, (hub_id, hub_id, keep_answered))
         command.reply = reply
         return command
+
+    def report_active(self, hub_id: str, version: str | None, reported_at: float) -> None:
+        """Record the configuration version the hub says it runs (None: none)."""
+        with self._transaction() as execute:
+            execute(_REPORT_ACTIVE, (hub_id, version, reported_at))
 
     def active_config(self, hub_id: str) -> str | None:
         """The configuration version the hub last reported active."""

@@ -6,6 +6,11 @@ and the city's queries ride on a signed long poll,
 its type and the answer POSTed to ``…/commands/{id}/reply``. An answer is kept
 until the city has it, so a command given again after a lost reply is answered
 again without being carried out twice.
+
+Whenever the channel starts or recovers, it first tells the city which configuration
+version the hub runs (``PUT …/configuration``): a version the hub rolled back at
+start, or one the city lost in a restore, would otherwise show wrongly at the city
+until the next push.
 """
 
 from __future__ import annotations
@@ -51,12 +56,16 @@ class CommandChannel:
         handlers: Mapping[str, Handler],
         clock: Clock,
         *,
+        active_config: Callable[[], str | None] | None = None,
         wait_seconds: float = WAIT_SECONDS,
         ssl_context: ssl.SSLContext | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        base = f"{city_url.rstrip('/')}/v1/hubs/{quote(hub_id, safe='')}/commands"
-        self._base = base
+        hub_url = f"{city_url.rstrip('/')}/v1/hubs/{quote(hub_id, safe='')}"
+        self._base = f"{hub_url}/commands"
+        self._configuration_url = f"{hub_url}/configuration"
+        self._active_config = active_config
+        self._reported = False
         self._uplink = uplink
         self._handlers = dict(handlers)
         self._clock = clock
@@ -84,14 +93,27 @@ class CommandChannel:
         try:
             while True:
                 try:
+                    if not self._reported:
+                        await self.report_configuration()
                     await self.poll_once()
                 except (CityUnavailable, CityRejected) as exc:
                     self._note_failure(exc)
+                    self._reported = False
                     await self._clock.sleep(self._backoff.next_delay())
                     continue
                 self._note_success()
         finally:
             await self.aclose()
+
+    async def report_configuration(self) -> None:
+        """Tell the city which configuration version this hub runs now."""
+        if self._active_config is None:
+            return
+        version = self._active_config()
+        body = _json_bytes({"active_version": version})
+        await self._signed("PUT", self._configuration_url, body)
+        self._reported = True
+        logger.info("told the city this hub runs configuration %s", version or "(none)")
 
     async def poll_once(self, wait: float | None = None) -> int:
         """One long poll; answer every command it brings. Returns how many came."""

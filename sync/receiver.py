@@ -59,7 +59,7 @@ from starlette.routing import Route
 from hub.clock import Clock, SystemClock
 from hub.errors import ConfigError
 from hub.events import Lane
-from sync.city_config import sign_bundle
+from sync.city_config import VERSION_PATTERN, sign_bundle
 from sync.city_store import BatchStore, LaneUpload, SQLiteBatchStore
 from sync.command_queue import MAX_WAIT_SECONDS, CommandQueue
 from sync.errors import (
@@ -174,6 +174,7 @@ def create_app(
         Route("/v1/hubs/{hub_id}/status", _get_status, methods=["GET"]),
         Route("/v1/hubs/{hub_id}/commands", _poll_commands, methods=["GET"]),
         Route("/v1/hubs/{hub_id}/commands/{command_id}/reply", _post_reply, methods=["POST"]),
+        Route("/v1/hubs/{hub_id}/configuration", _put_configuration, methods=["PUT"]),
     ]
     if admin_token:
         routes += [
@@ -282,6 +283,21 @@ async def _post_reply(request: Request) -> Response:
     except KeyError as exc:
         raise HttpProblem(404, "no_command", "no such command for this hub") from exc
     return JSONResponse({"status": "recorded", "server_time": state.clock.wall()})
+
+
+async def _put_configuration(request: Request) -> Response:
+    state: ReceiverState = request.app.state.receiver
+    hub_id = request.path_params["hub_id"]
+    body = await _read_body(request)
+    _authenticate(request, state, hub_id, body)
+
+    version = _json_object(body, "bad_configuration").get("active_version")
+    if version is not None and not (
+        isinstance(version, str) and VERSION_PATTERN.fullmatch(version)
+    ):
+        raise HttpProblem(400, "bad_configuration", "active_version must be a version or null")
+    await state.commands.report_active(hub_id, version)
+    return JSONResponse({"active_config": version, "server_time": state.clock.wall()})
 
 
 async def _queue_command(request: Request) -> Response:

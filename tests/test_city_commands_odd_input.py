@@ -213,8 +213,8 @@ async def test_the_city_learns_of_a_rollback_at_boot(
     """v1 then v2 are pushed and reported active. Hall IT then adds a rule file of its
     own that overrides a rule only v1 has, and restarts the hub: v2 no longer starts,
     the hub rolls back to v1 at boot (as documented) and runs v1. The city's status
-    kept showing v2 as the hub's active configuration, since only a `configure` reply
-    ever reports a version: the city believes rules are live that are not."""
+    showed v2 for good when only a `configure` reply reported a version; the hub now
+    reports what it runs as its command channel starts."""
     url, secret_file = receiver
     config = cc.make_config(tmp_path, broker, unique_topic_root, url, secret_file)
     first = HubService(config)
