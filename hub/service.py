@@ -64,7 +64,7 @@ from hub.tokens import load_or_create_token
 from rules.layers import CITY_RULES_DIR, hall_layers, load_layers
 from rules.runner import RuleRunner
 from sync.backlog import BacklogGuard, BacklogPolicy
-from sync.city_config import CityConfigStore, city_calendar, city_windows
+from sync.city_config import ApplyResult, CityConfigStore, city_calendar, city_windows
 from sync.commands import CommandChannel, Handler, events_after
 from sync.enrolment import load_enrolment, open_uplink
 from sync.poison import Disposition, SetAside, open_quarantine, set_aside_summary
@@ -452,14 +452,12 @@ class HubService:
         self._ticket_settings(city_layer)
 
     def _start_on_city_config(self, city_layer: Path) -> None:
-        """Check the new version, then switch rules and calendar to it.
+        """Switch the calendar and the rules' city layer to a version already checked.
 
-        The queue's windows follow in `_apply_city_config` (a journal write); new
-        device models apply at the next start.
+        The rules reload and the queue's windows follow in `_apply_city_config` (off
+        the event loop, and a journal write); new device models apply at the next start.
         """
-        self._check_city_layer(city_layer)
         self._link_city_rules()
-        self.rules.reload_if_changed()
         self.calendar.replace_settings(self._calendar_settings(city_layer))
 
     def _calendar_settings(self, city_layer: Path | None) -> CalendarSettings | None:
@@ -487,11 +485,17 @@ class HubService:
         temporary.replace(link)
 
     async def _apply_city_config(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        """Check a bundle off the event loop, then switch to it; answer the city."""
         assert self.uplink is not None
         keys = {key.key_id: key for key in self.uplink.signing_keys()}
-        result = self.city_config.apply(bundle, keys, self._start_on_city_config)
-        if result.status == "rolled_back":
-            self.rules.reload_if_changed()
+        prepared = await asyncio.to_thread(
+            self.city_config.prepare, bundle, keys, self._check_city_layer
+        )
+        if isinstance(prepared, ApplyResult):
+            return prepared.to_json()
+
+        result = self.city_config.switch(prepared, self._start_on_city_config)
+        await self.rules.reload_changed()  # parsed in a thread: a large rule file takes seconds
         windows = self._ticket_settings(self.city_config.active_dir())
         await self.tickets.replace_settings(windows, actor="city")
         await self.rules.check_calendar()  # a year table that came with it clears at once

@@ -19,6 +19,7 @@ with its file and line, and the rules in force stay in force.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import logging
 from dataclasses import dataclass, field
@@ -187,6 +188,17 @@ class RuleFilesWatcher:
         if signature == self._signature:
             return None
         self._signature = signature
+        return self._load()
+
+    async def reload_in_thread(self) -> RuleSet | None:
+        """`reload_if_changed`, parsing in a thread so the event loop keeps running."""
+        signature = self._current_signature()
+        if signature == self._signature:
+            return None
+        self._signature = signature
+        return await asyncio.to_thread(self._load)
+
+    def _load(self) -> RuleSet | None:
         try:
             loaded = load_layers(self.layers)
         except ConfigError as exc:

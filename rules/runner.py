@@ -133,9 +133,9 @@ class RuleRunner:
             ticks += 1
             if ticks % CALENDAR_EVERY_TICKS == 0:
                 await self.check_calendar()
+            if ticks % RELOAD_EVERY_TICKS == 0:
+                await self.reload_changed()
             async with self._lock:
-                if ticks % RELOAD_EVERY_TICKS == 0:
-                    self.reload_if_changed()
                 await self._commit(self.engine.tick(self.now()))
 
     async def check_calendar(self) -> None:
@@ -175,7 +175,15 @@ class RuleRunner:
 
     def reload_if_changed(self) -> bool:
         """Swap in changed rule files if they are valid; keep the old rules otherwise."""
-        loaded = self.watcher.reload_if_changed()
+        return self._adopt(self.watcher.reload_if_changed())
+
+    async def reload_changed(self) -> bool:
+        """`reload_if_changed`, with the files parsed off the event loop."""
+        loaded = await self.watcher.reload_in_thread()
+        async with self._lock:  # not between an event's evaluation and its commit
+            return self._adopt(loaded)
+
+    def _adopt(self, loaded: RuleSet | None) -> bool:
         if loaded is None:
             return False
         engine = RulesEngine(loaded.rules, self.calendar)

@@ -126,6 +126,22 @@ class CityConfigStore:
 
     def apply(self, bundle: Any, keys: Mapping[str, HubKey], start: StartHook) -> ApplyResult:
         """Validate, stage, switch to and start `bundle`; roll back if start fails."""
+        prepared = self.prepare(bundle, keys)
+        if isinstance(prepared, ApplyResult):
+            return prepared
+        return self.switch(prepared, start)
+
+    def prepare(
+        self, bundle: Any, keys: Mapping[str, HubKey], check: StartHook | None = None
+    ) -> ApplyResult | str:
+        """Validate and stage `bundle`; return its version, ready to `switch` to.
+
+        `check` says, by raising, whether the hub could start on the staged version;
+        a version it refuses is answered ``rolled_back`` without ever being switched
+        to. Nothing here touches what the hub runs, so it may run in a thread (a large
+        bundle takes seconds to parse). Returns the answer instead when there is
+        nothing to switch to.
+        """
         try:
             version, files = _checked_bundle(bundle, keys)
         except ConfigError as exc:
@@ -142,6 +158,16 @@ class CityConfigStore:
         except ConfigError as exc:
             logger.warning("configuration %s refused: %s", version, exc)
             return ApplyResult("rejected", self.active_version(), exc.problems)
+        if check is not None:
+            try:
+                check(self._versions / version)
+            except (ConfigError, OSError, ValueError) as exc:
+                logger.error("hub cannot start on configuration %s: %s", version, exc)
+                return ApplyResult("rolled_back", self.active_version(), [str(exc)])
+        return version
+
+    def switch(self, version: str, start: StartHook) -> ApplyResult:
+        """Make the staged `version` current and start on it; roll back if start fails."""
         return self._switch_and_start(version, start)
 
     def roll_back(self) -> str | None:

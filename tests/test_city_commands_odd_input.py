@@ -175,9 +175,9 @@ def many_rules(count: int) -> str:
 async def test_a_large_bundle_does_not_freeze_the_hub(hub: HubService, city: cc.City) -> None:
     """A bundle of one rule file of about 400 KB (well under the 1 MiB a file may be,
     and 200 files may come) is parsed, validated, checked against the hall's layers
-    and loaded, in pure-Python YAML, on the hub's event loop: the loop that runs the
-    rules, the alerts and their escalation, the console and the uplink. Nothing else
-    ran on the hub for several seconds. A configuration push must not stall alarms."""
+    and loaded, in pure-Python YAML. On the hub's event loop (the loop that runs the
+    rules, the alerts and their escalation, the console and the uplink) that stood
+    everything still for seconds; it is done in a thread, and the loop keeps ticking."""
     files = {"rules/city-many.yaml": many_rules(2000)}
     assert len(files["rules/city-many.yaml"].encode()) < 1024 * 1024
     gaps: list[float] = []
