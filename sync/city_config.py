@@ -216,9 +216,11 @@ class CityConfigStore:
     def _switch_and_start(self, version: str, start: StartHook) -> ApplyResult:
         old = self.active_version()
         old_previous = self._pointed(self.root / "previous")
-        self._point("current", version)
+        # `previous` first: a crash between the two renames leaves both on the old
+        # version, never `previous` on one older than what ran.
         if old is not None:
             self._point("previous", old)
+        self._point("current", version)
         try:
             start(self._versions / version)
         except (ConfigError, OSError, ValueError) as exc:

@@ -32,6 +32,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+MAX_INDEX = 2**63 - 1  # what both city databases can hold
+
 RECORDED_TYPE = "rating_recorded"
 RECENT_BREAKS = 20
 
@@ -88,10 +90,13 @@ def check_rating_chain(
 def _check_one(
     event: WireEvent, link_at: Callable[[int], str | None]
 ) -> tuple[int, str, list[tuple[str, str]]]:
-    chain: dict[str, Any] = event.data.get("chain") or {}
-    rating: dict[str, Any] = event.data.get("rating") or {}
+    chain, rating = event.data.get("chain"), event.data.get("rating")
     try:
+        if not isinstance(chain, dict) or not isinstance(rating, dict):
+            raise ValueError("chain and rating must be objects")
         index, previous, link = int(chain["index"]), str(chain["previous"]), str(chain["link"])
+        if not 1 <= index <= MAX_INDEX:
+            raise ValueError(f"chain index {index} out of range")
         digest = digest_named(str(chain.get("algorithm", "sha256")))
         recomputed = next_link(digest, previous, rating)
     except (KeyError, TypeError, ValueError, ChainError) as exc:

@@ -93,3 +93,26 @@ def test_store_records_edited_data_and_a_rewritten_index(store: BatchStore) -> N
     assert found == {(3, "link_mismatch"), (2, "index_rewritten"), (-1, "unreadable")}
     assert status["rating_chain"]["head_index"] == 3
     assert status["events_stored"]["rating"] == 5
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"rating": ["not", "an", "object"], "chain": {"index": 1, "previous": "", "link": ""}},
+        {"rating": {"rating_id": 1}, "chain": "not an object"},
+        {"rating": {"rating_id": 1}, "chain": {"index": 2**70, "previous": "", "link": ""}},
+    ],
+)
+def test_malformed_chain_data_is_a_break_not_a_refused_batch(
+    store: BatchStore, data: dict[str, Any]
+) -> None:
+    """A hub with a valid key sending rating data of the wrong shape, or an index no
+    database holds, gets the event stored and an `unreadable` break, not an error that
+    would refuse every batch after it."""
+    event = _event(1, 1, "", _rating(1, "满意"), "").model_copy(update={"data": data})
+
+    _send(store, event, base=0)
+    status = store.hub_status(HUB)
+
+    assert status["events_stored"]["rating"] == 1
+    assert [b["problem"] for b in status["rating_chain"]["recent_breaks"]] == ["unreadable"]
