@@ -3,7 +3,7 @@
 A batch is applied lane by lane against the lane's high-water mark (hwm), the
 highest sequence stored contiguously for (hub, epoch, lane)::
 
-    hwm = max(stored hwm, base sent by the hub)
+    hwm = stored hwm if the lane has a mark, else the base sent by the hub
     seq <= hwm      already held: skip
     seq == hwm + 1  insert unless the event id is already stored; hwm += 1
     seq >  hwm + 1  a gap: stop this lane
@@ -292,9 +292,7 @@ class SQLiteBatchStore:
             "SELECT hwm FROM lane_marks WHERE hub_id = ? AND epoch = ? AND lane = ?",
             (hub_id, epoch, lane.value),
         ).fetchone()
-        hwm = max(stored[0] if stored else 0, upload.base)
-
-        walk = walk_lane(upload, hwm)
+        walk = walk_lane(upload, stored[0] if stored else None)
         inserted = _insert_events(conn, hub_id, walk.events, stored_at)
         for tombstone in walk.tombstones:
             _insert_tombstone(conn, hub_id, epoch, lane, tombstone, stored_at)
@@ -330,12 +328,19 @@ class LaneWalk:
         return LaneOutcome(self.hwm, inserted, tombstoned, self.repeats, duplicates, self.gap_at)
 
 
-def walk_lane(upload: LaneUpload, hwm: int) -> LaneWalk:
-    """Take a lane's events and tombstones above `hwm` in seq order, up to a gap.
+def walk_lane(upload: LaneUpload, stored_hwm: int | None) -> LaneWalk:
+    """Take a lane's events and tombstones above the lane's hwm in seq order, up to a gap.
+
+    The walk starts from `stored_hwm`, the mark the city holds for (hub, epoch, lane),
+    even when the hub's `base` is above it: a city restored from a backup holds less
+    than it once acknowledged, and answering its own hwm (below `base`) makes the hub
+    send the rest again. Only a lane with no mark at all (a new city database, a new
+    epoch) starts at `base`, so a city that starts fresh is not sent years of history.
 
     Every store applies this same rule, then stores what it returns (an event id
     already held is skipped there, by the unique key, and still advances the lane).
     """
+    hwm = upload.base if stored_hwm is None else stored_hwm
     events: list[WireEvent] = []
     tombstones: list[WireTombstone] = []
     repeats = 0

@@ -17,13 +17,19 @@ from typing import TypeVar
 
 from hub.events import LANE_ORDER, Event, Lane
 from hub.journal import Journal, read_lane
-from sync.poison import SetAside, Tombstone, pending_tombstones, set_aside
+from sync.poison import Disposition, SetAside, Tombstone, pending_tombstones, set_aside
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 _LANE_NAMES = frozenset(lane.value for lane in LANE_ORDER)
+
+# The reason a tombstone gives for seqs retention deleted before the city asked again.
+RETENTION_REASON = (
+    "deleted on the hub by retention after the city had acknowledged them,"
+    " before the city asked for them again"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +121,37 @@ class Outbox:
         self._remember(await self._write(update))
         return {lane: self._states[lane].acked_seq - before[lane] for lane in acks}
 
+    async def rewind(self, acks: Mapping[Lane, int], at: float) -> dict[Lane, tuple[int, int]]:
+        """Move lanes back to a lower ack: the city holds less than it once confirmed.
+
+        `record_acks` only moves forward (a late or repeated reply must never undo
+        progress); this is the one step that moves back, taken when the city answers
+        an ack below the base the hub sent (a city restored from a backup). Returns
+        (old, new) ``acked_seq`` for each lane it moved.
+        """
+
+        def update(
+            conn: sqlite3.Connection,
+        ) -> tuple[dict[Lane, tuple[int, int]], list[sqlite3.Row]]:
+            moved: dict[Lane, tuple[int, int]] = {}
+            for lane, seq in acks.items():
+                row = conn.execute(
+                    "SELECT acked_seq FROM sync_lanes WHERE lane = ?", (lane.value,)
+                ).fetchone()
+                if row is None or row[0] <= seq:
+                    continue
+                conn.execute(
+                    "UPDATE sync_lanes SET acked_seq = ?, last_ack_at = ?, last_error = NULL"
+                    " WHERE lane = ?",
+                    (seq, at, lane.value),
+                )
+                moved[lane] = (int(row[0]), seq)
+            return moved, _select_states(conn)
+
+        moved, rows = await self._write(update)
+        self._remember(rows)
+        return moved
+
     async def record_error(self, lanes: Iterable[Lane], message: str) -> None:
         """Store `message` as the last error of `lanes`, unless it is already there."""
         changed = [lane for lane in lanes if self._states[lane].last_error != message]
@@ -190,13 +227,60 @@ def _lane_batch(
     """The next `room` seqs of a lane: events, with set-aside ones as tombstones."""
     events = read_lane(conn, hub_id, lane, base, room)
     tombstones = pending_tombstones(conn, lane, base, room)
-    if not tombstones:
-        return LaneBatch(lane, base, events)
+    if tombstones:
+        covered = base + room if not events else events[-1].seq
+        tombstones = [t for t in tombstones if t.seq <= covered]
+        events = [e for e in events if not any(t.seq <= e.seq <= t.last_seq for t in tombstones)]
 
-    covered = base + room if not events else events[-1].seq
-    tombstones = [t for t in tombstones if t.seq <= covered]
-    kept = [e for e in events if not any(t.seq <= e.seq <= t.last_seq for t in tombstones)]
-    return LaneBatch(lane, base, kept, tombstones)
+    holes = _holes(lane, base, events, tombstones)
+    if not holes:
+        return LaneBatch(lane, base, events, tombstones)
+    return _within_room(lane, base, events, sorted([*tombstones, *holes], key=_seq), room)
+
+
+def _holes(
+    lane: Lane, base: int, events: list[Event], tombstones: list[Tombstone]
+) -> list[Tombstone]:
+    """Compacted tombstones for seqs above `base` the journal no longer holds.
+
+    Retention deletes only acknowledged events, so seqs go missing above `base` only
+    after a lane was moved back (`Outbox.rewind`: the city was restored from a backup
+    and asks again for what it once acknowledged). Those events cannot be sent again;
+    a tombstone run keeps the lane contiguous at the city so the rest drains.
+    """
+    holes: list[Tombstone] = []
+    expected = base + 1
+    entries: list[Event | Tombstone] = [*events, *tombstones]
+    for entry in sorted(entries, key=_seq):
+        if entry.seq > expected:
+            holes.append(
+                Tombstone(
+                    lane,
+                    expected,
+                    None,
+                    Disposition.COMPACTED,
+                    RETENTION_REASON,
+                    through_seq=entry.seq - 1,
+                )
+            )
+        last = entry.last_seq if isinstance(entry, Tombstone) else entry.seq
+        expected = max(expected, last + 1)
+    return holes
+
+
+def _within_room(
+    lane: Lane, base: int, events: list[Event], tombstones: list[Tombstone], room: int
+) -> LaneBatch:
+    """The lane's first `room` entries (events and tombstones) in seq order."""
+    both: list[Event | Tombstone] = [*events, *tombstones]
+    entries = sorted(both, key=_seq)[:room]
+    kept_events = [e for e in entries if isinstance(e, Event)]
+    kept_tombstones = [t for t in entries if isinstance(t, Tombstone)]
+    return LaneBatch(lane, base, kept_events, kept_tombstones)
+
+
+def _seq(entry: Event | Tombstone) -> int:
+    return entry.seq
 
 
 def _select_states(conn: sqlite3.Connection) -> list[sqlite3.Row]:

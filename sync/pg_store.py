@@ -210,18 +210,7 @@ class PostgresBatchStore:
         self, hub_id: str, epoch: int, lane: Lane, upload: LaneUpload, stored_at: float
     ) -> LaneOutcome:
         conn = self._conn
-        conn.execute(
-            "INSERT INTO lane_marks (hub_id, epoch, lane, hwm, updated_at)"
-            " VALUES (%s, %s, %s, 0, %s) ON CONFLICT DO NOTHING",
-            (hub_id, epoch, lane.value, stored_at),
-        )
-        row = conn.execute(
-            "SELECT hwm FROM lane_marks WHERE hub_id = %s AND epoch = %s AND lane = %s FOR UPDATE",
-            (hub_id, epoch, lane.value),
-        ).fetchone()
-        hwm = max(int(row[0]) if row else 0, upload.base)
-
-        walk = walk_lane(upload, hwm)
+        walk = walk_lane(upload, self._lock_mark(hub_id, epoch, lane, stored_at))
         inserted = sum(self._insert(hub_id, event, stored_at) for event in walk.events)
         for tombstone in walk.tombstones:
             self._insert_tombstone(hub_id, epoch, lane, tombstone, stored_at)
@@ -243,6 +232,26 @@ class PostgresBatchStore:
             ),
         )
         return outcome
+
+    def _lock_mark(self, hub_id: str, epoch: int, lane: Lane, stored_at: float) -> int | None:
+        """Lock the lane's mark row for this transaction; its hwm, or None if it is new.
+
+        A row this call creates (placeholder hwm 0, set when the batch is applied)
+        means the city had no mark, so `walk_lane` starts at the hub's base. Another
+        receiver creating it meanwhile makes the insert wait, then do nothing.
+        """
+        created = self._conn.execute(
+            "INSERT INTO lane_marks (hub_id, epoch, lane, hwm, updated_at)"
+            " VALUES (%s, %s, %s, 0, %s) ON CONFLICT DO NOTHING RETURNING hwm",
+            (hub_id, epoch, lane.value, stored_at),
+        ).fetchone()
+        if created is not None:
+            return None
+        row = self._conn.execute(
+            "SELECT hwm FROM lane_marks WHERE hub_id = %s AND epoch = %s AND lane = %s FOR UPDATE",
+            (hub_id, epoch, lane.value),
+        ).fetchone()
+        return int(row[0]) if row else None
 
     def _keep_rating_chain(self, hub_id: str, events: list[WireEvent], stored_at: float) -> None:
         """Check the batch's rating events against the links held; keep links and breaks."""

@@ -22,6 +22,9 @@ Failures:
   with no event accepted in between, the uplink stops setting aside (a city that
   refuses everything must not empty the hub into quarantine) and retries slowly.
 * Any other 4xx (a refused key, a wrong hub): logged at ERROR and retried slowly.
+* 200 with an ack below the lane's base (a city restored from a backup holds less
+  than it confirmed): the lane is moved back to that ack and sent again at once; a
+  second such reply straight after counts as an outage (backoff, no loop).
 """
 
 from __future__ import annotations
@@ -48,7 +51,7 @@ from hub.events import LANE_ORDER, Event, Lane
 from hub.journal import Journal
 from sync.errors import CityError, CityRejected, CityUnavailable
 from sync.keys import HubKey, newest_first
-from sync.outbox import LaneBatch, Outbox
+from sync.outbox import RETENTION_REASON, LaneBatch, Outbox
 from sync.poison import SetAside
 from sync.signing import sign_request
 
@@ -206,6 +209,7 @@ class Uplink:
         acknowledged; the error is also recorded on the batch's lanes.
         """
         async with self._lock:
+            may_rewind = True
             while True:
                 prepared = await self._take_prefetched()
                 if prepared is None:
@@ -214,14 +218,23 @@ class Uplink:
                         return 0
                     prepared = (batches, _encode_batch(self._journal, batches))
                 try:
-                    return await self._send(*prepared)
+                    acknowledged = await self._send(*prepared, may_rewind=may_rewind)
                 except CityRejected as exc:
                     if not self._may_narrow(exc):
                         raise
                     if await self._narrow(prepared[0], exc):
                         return 1
+                    continue
+                if acknowledged is not None:
+                    return acknowledged
+                may_rewind = False  # send at once from where the city says it stands
 
-    async def _send(self, batches: list[LaneBatch], body: bytes) -> int:
+    async def _send(self, batches: list[LaneBatch], body: bytes, *, may_rewind: bool) -> int | None:
+        """Send a batch and record its acks; how many seqs were newly acknowledged.
+
+        None when the city acknowledged a lane below the base it was sent: the lane
+        was moved back to that ack (`_rewind`) and the caller sends again from there.
+        """
         self._prefetch_after(batches)
         try:
             acks = _acks_from(await self._post_batch(body), batches)
@@ -230,11 +243,45 @@ class Uplink:
             await self._outbox.record_error([b.lane for b in batches], str(exc))
             raise
 
-        counts = await self._outbox.record_acks(acks, self._clock.wall())
+        bases = {batch.lane: batch.base for batch in batches}
+        behind = {lane: ack for lane, ack in acks.items() if ack < bases[lane]}
+        forward = {lane: ack for lane, ack in acks.items() if lane not in behind}
+        counts = await self._outbox.record_acks(forward, self._clock.wall())
         acknowledged = sum(counts.values())
         self._note_acknowledged(batches, acknowledged)
+        _warn_of_retention_holes(batches, forward)
         logger.debug("batch of %d seqs: %d acknowledged", _size(batches), acknowledged)
-        return acknowledged
+        if not behind:
+            return acknowledged
+
+        await self._rewind(behind, may_rewind=may_rewind)
+        return None
+
+    async def _rewind(self, behind: dict[Lane, int], *, may_rewind: bool) -> None:
+        """Move lanes back to the city's lower ack, so what it lost is sent again.
+
+        The read-ahead assumed the batch would be acknowledged in full: it is thrown
+        away. A city that answers below base again right after the hub sent from its
+        own ack contradicts itself (a broken city, not a restore): that is raised as
+        an outage, so the uplink backs off instead of walking back batch by batch.
+        """
+        await self._drop_prefetched()
+        self._suspects = None
+        if not may_rewind:
+            lanes = ", ".join(lane.value for lane in behind)
+            message = f"city acknowledged below the base again right after a rewind ({lanes})"
+            await self._outbox.record_error(behind, message)
+            raise CityUnavailable(message)
+
+        moved = await self._outbox.rewind(behind, self._clock.wall())
+        for lane, (old, new) in moved.items():
+            logger.warning(
+                "lane %s: acked_seq moved back from %d to %d, the city holds less than it"
+                " confirmed (restored from a backup?); sending again from there",
+                lane.value,
+                old,
+                new,
+            )
 
     # -- reading the next batch while this one travels ----------------------------
 
@@ -565,13 +612,29 @@ def _acks_from(reply: dict[str, Any], batches: list[LaneBatch]) -> dict[Lane, in
     acks: dict[Lane, int] = {}
     for batch in batches:
         value = reply["acks"].get(batch.lane.value, batch.base)
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise CityUnavailable(f"ack for lane {batch.lane.value} is not an integer")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise CityUnavailable(f"ack for lane {batch.lane.value} is not a seq: {value!r}")
         last_sent = batch.last_seq
         if value > last_sent:
             logger.debug("lane %s acked %d beyond %d sent", batch.lane, value, last_sent)
         acks[batch.lane] = min(value, last_sent)
     return acks
+
+
+def _warn_of_retention_holes(batches: list[LaneBatch], acks: dict[Lane, int]) -> None:
+    """Log, once acknowledged, each run of seqs sent as a tombstone because retention
+    had deleted them before a restored city asked for them again."""
+    for batch in batches:
+        for tombstone in batch.tombstones:
+            if tombstone.reason != RETENTION_REASON or acks.get(batch.lane, 0) < tombstone.last_seq:
+                continue
+            logger.warning(
+                "lane %s seqs %d-%d were deleted by retention before the city asked for them"
+                " again; the city was sent a compacted tombstone for them",
+                batch.lane.value,
+                tombstone.seq,
+                tombstone.last_seq,
+            )
 
 
 def _server_time(response: httpx.Response) -> float | None:

@@ -1,4 +1,4 @@
-"""Fixtures shared by every test: loopback ports, brokers, unique topics.
+"""Fixtures shared by every test: loopback ports, brokers, unique topics, a journal.
 
 Every broker here is a Mosquitto the test suite starts itself on a free loopback
 port, never one already running on the machine.
@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from hub.broker import ManagedBroker
+from hub.journal import Journal
 from tests.postgres import ManagedPostgres
 
 LOOPBACK = "127.0.0.1"
@@ -61,6 +62,15 @@ def fresh_broker(tmp_path: Path) -> Iterator[ManagedBroker]:
 def unique_topic_root() -> str:
     """A topic prefix no other test uses, so tests sharing a broker stay apart."""
     return f"test/{secrets.token_hex(6)}"
+
+
+@pytest.fixture
+def journal(tmp_path: Path) -> Iterator[Journal]:
+    """An open journal of hub ``hall-1`` in the test's folder, closed afterwards."""
+    opened = Journal(tmp_path / "hub.db", "hall-1")
+    opened.open()
+    yield opened
+    opened.close()
 
 
 # -- PostgreSQL --------------------------------------------------------------------

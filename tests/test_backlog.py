@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import socket
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from hub.clock import ManualClock, SystemClock
 from hub.events import Lane, Observation
@@ -24,14 +21,6 @@ from sync.uplink import Uplink
 HUB = "hall-1"
 KEY = HubKey("hall-1.k1", HUB, bytes.fromhex("11" * 32))
 PAYLOAD = {"people": 12, "pad": "x" * 60}
-
-
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    opened = Journal(tmp_path / "hub.db", HUB)
-    opened.open()
-    yield opened
-    opened.close()
 
 
 async def fill(journal: Journal, lane: Lane, count: int) -> None:

@@ -19,9 +19,6 @@ from hub.journal import Journal
 from hub.ops.retention import DAY, YEAR, Retention
 from hub.ops.settings import RetentionSection
 from tests.fixtures.make_journal_v1 import observation
-from tests.test_uplink import journal
-
-__all__ = ["journal"]
 
 NOW = 1_893_456_000.0  # 2030-01-01
 SETTINGS = RetentionSection(telemetry_days=30, rating_years=3, audit_years=2)

@@ -18,9 +18,6 @@ from hub.journal import Journal
 from hub.ops.settings import WalSection
 from hub.ops.walguard import WalGuard, wal_size
 from tests.fixtures.make_journal_v1 import observation
-from tests.test_uplink import journal
-
-__all__ = ["journal"]
 
 HOLD = 3.0
 SETTINGS = WalSection(checkpoint_interval=0.1, reader_grace=1.0, writer_pause=5.0)

@@ -79,14 +79,6 @@ def mutual_city(tmp_path: Path, pki: Pki) -> Iterator[SecureCity]:
     running.store.close()
 
 
-@pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    journal = Journal(tmp_path / "hub.db", HUB)
-    journal.open()
-    yield journal
-    journal.close()
-
-
 async def append(journal: Journal, lane: Lane, count: int, start: int = 1) -> None:
     for n in range(start, start + count):
         await journal.append(

@@ -79,14 +79,6 @@ class City:
 
 
 @pytest.fixture
-def journal(tmp_path: Path) -> Iterator[Journal]:
-    journal = Journal(tmp_path / "hub.db", HUB)
-    journal.open()
-    yield journal
-    journal.close()
-
-
-@pytest.fixture
 def city(tmp_path: Path) -> Iterator[City]:
     city = City(tmp_path)
     yield city

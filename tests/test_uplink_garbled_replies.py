@@ -8,11 +8,15 @@ platform would; the hub side is the real journal and uplink.
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
+import logging
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import uvicorn
@@ -21,20 +25,34 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from hub.clock import SystemClock
+from hub.clock import ManualClock, SystemClock
 from hub.events import Lane, Observation
 from hub.journal import Journal
-from sync.uplink import Uplink
+from sync.outbox import Outbox
+from sync.uplink import BACKOFF_CAP_SECONDS, Uplink
 
 HUB = "hall-1"
 
 
-class BrokenCity:
-    """Answers every batch 200 with acks, but a `server_time` of NaN (Python's json
-    reads the bare token NaN, so httpx's `response.json()` takes it as a float)."""
+def nan_server_time(batch: dict[str, Any]) -> bytes:
+    """Acks, but a `server_time` of NaN (Python's json reads the bare token NaN, so
+    httpx's `response.json()` takes it as a float)."""
+    return b'{"acks": {"alarm": 0}, "server_time": NaN}'
 
-    def __init__(self) -> None:
+
+def one_below_base(batch: dict[str, Any]) -> bytes:
+    """Each lane acknowledged one below the base it was sent: a city that says, batch
+    after batch, that it holds less than it confirmed before."""
+    acks = {lane: max(0, part["base"] - 1) for lane, part in batch["lanes"].items()}
+    return json.dumps({"acks": acks}).encode()
+
+
+class BrokenCity:
+    """Answers every batch 200 with what `answer` makes of the batch."""
+
+    def __init__(self, answer: Callable[[dict[str, Any]], bytes] = nan_server_time) -> None:
         self.requests = 0
+        self._answer = answer
         app = Starlette(routes=[Route("/v1/hubs/{hub}/batches", self._batch, methods=["POST"])])
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
@@ -47,9 +65,8 @@ class BrokenCity:
 
     async def _batch(self, request: Request) -> Response:
         self.requests += 1
-        await request.body()
-        body = b'{"acks": {"alarm": 0}, "server_time": NaN}'
-        return Response(body, media_type="application/json")
+        batch = json.loads(gzip.decompress(await request.body()))
+        return Response(self._answer(batch), media_type="application/json")
 
     def start(self) -> None:
         self._thread.start()
@@ -102,3 +119,55 @@ async def test_a_garbled_server_time_does_not_stop_the_uplink(
 
     assert not died, f"the uplink task died: {failure!r}"
     assert broken_city.requests >= 3, "the uplink should keep retrying"
+
+
+async def wait_for_requests(city: BrokenCity, count: int) -> None:
+    deadline = time.monotonic() + 10
+    while city.requests < count:
+        assert time.monotonic() < deadline, f"only {city.requests} requests"
+        await asyncio.sleep(0.02)
+    await asyncio.sleep(0.5)  # real time: an uplink that spins sends many more meanwhile
+
+
+async def test_a_city_that_keeps_acknowledging_below_base_is_backed_off_from(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A city restored from a backup answers an ack below the base once; the hub moves
+    the lane back and sends again. A city that answers below base again right after
+    that contradicts itself: each attempt moves the lane back once, then counts as an
+    outage with backoff (time driven by the test), never a loop of requests."""
+    city = BrokenCity(one_below_base)
+    city.start()
+    journal = Journal(tmp_path / "hub.db", HUB)
+    journal.open()
+    clock = ManualClock()
+    uplink = Uplink(journal, city.url, "hall-1.k1", b"\x11" * 32, clock)
+    try:
+        for n in range(1, 13):
+            await journal.append(
+                Observation(f"alarm-{n}", Lane.ALARM, "ta-1", "toilet_alarm", "call", {}, n, True)
+            )
+        await Outbox(journal).record_acks({Lane.ALARM: 10}, 1.0)
+        with caplog.at_level(logging.INFO, logger="sync.uplink"):
+            task = asyncio.create_task(uplink.run())
+            await wait_for_requests(city, 2)
+            first = (city.requests, uplink.status()["alarm"]["acked_seq"])
+            state = uplink.link_status()["state"]
+
+            await clock.advance(BACKOFF_CAP_SECONDS)
+            await wait_for_requests(city, 4)
+            second = (city.requests, uplink.status()["alarm"]["acked_seq"])
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        journal.close()
+        city.stop()
+
+    assert first == (2, 9), "one rewind (10 to 9), then the contradiction backs off"
+    assert state == "outage"
+    assert second == (4, 8)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "city sync failing (outage): city acknowledged below the base again right after"
+        " a rewind (alarm); retrying"
+    ]
