@@ -37,6 +37,7 @@ import hashlib
 import hmac
 import json
 import logging
+import math
 import os
 import re
 import secrets
@@ -91,20 +92,23 @@ class ApplyResult:
         }
 
 
-def canonical_bundle(version: str, files: Mapping[str, str]) -> bytes:
+def canonical_bundle(version: str, files: Mapping[str, str], issued_at: float) -> bytes:
     """The bytes a bundle's signature covers."""
-    document = {"version": version, "files": dict(files)}
+    document = {"version": version, "files": dict(files), "issued_at": issued_at}
     return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def sign_bundle(key: HubKey, version: str, files: Mapping[str, str]) -> dict[str, Any]:
-    """A signed bundle, as the city queues it for a hub."""
-    signature = hmac.new(key.secret, canonical_bundle(version, files), hashlib.sha256)
+def sign_bundle(
+    key: HubKey, version: str, files: Mapping[str, str], issued_at: float
+) -> dict[str, Any]:
+    """A signed bundle, as the city queues it for a hub; `issued_at` is the city's time."""
+    document = canonical_bundle(version, files, issued_at)
     return {
         "version": version,
         "files": dict(files),
+        "issued_at": issued_at,
         "key_id": key.key_id,
-        "signature": signature.hexdigest(),
+        "signature": hmac.new(key.secret, document, hashlib.sha256).hexdigest(),
     }
 
 
@@ -143,10 +147,15 @@ class CityConfigStore:
         nothing to switch to.
         """
         try:
-            version, files = _checked_bundle(bundle, keys)
+            version, files, issued_at = _checked_bundle(bundle, keys)
         except ConfigError as exc:
             logger.warning("configuration bundle refused: %s", exc)
             return ApplyResult("rejected", self.active_version(), exc.problems)
+        in_force = self._issued_at(self.active_version())
+        if in_force is not None and issued_at < in_force:
+            problem = "issued before the configuration in force: a replayed bundle is refused"
+            logger.warning("configuration %s refused: %s", version, problem)
+            return ApplyResult("rejected", self.active_version(), [problem])
         if version == self.active_version():
             if _folder_files(self._versions / version) != files:
                 problem = "this version is active with other files; use a new version"
@@ -155,6 +164,7 @@ class CityConfigStore:
 
         try:
             self._stage(version, files)
+            self._versions.joinpath(f"{version}.issued").write_text(repr(issued_at))
         except ConfigError as exc:
             logger.warning("configuration %s refused: %s", version, exc)
             return ApplyResult("rejected", self.active_version(), exc.problems)
@@ -238,6 +248,15 @@ class CityConfigStore:
             else:
                 self._point(name, version)
 
+    def _issued_at(self, version: str | None) -> float | None:
+        """When the city issued `version`, as its signed bundle said; None if unknown."""
+        if version is None:
+            return None
+        try:
+            return float(self._versions.joinpath(f"{version}.issued").read_text())
+        except (OSError, ValueError):
+            return None  # a version from before bundles carried the time
+
     def _pointed(self, link: Path) -> str | None:
         try:
             target = os.readlink(link)
@@ -255,11 +274,14 @@ class CityConfigStore:
         (self.root / name).unlink(missing_ok=True)
 
 
-def _checked_bundle(bundle: Any, keys: Mapping[str, HubKey]) -> tuple[str, dict[str, str]]:
+def _checked_bundle(bundle: Any, keys: Mapping[str, HubKey]) -> tuple[str, dict[str, str], float]:
     if not isinstance(bundle, dict):
         raise ConfigError("bundle", ["must be a mapping"])
     version, files = bundle.get("version"), bundle.get("files")
+    issued_at = bundle.get("issued_at")
     problems: list[str] = []
+    if not _is_time(issued_at):
+        problems.append("issued_at must be the city's time (seconds since the epoch)")
     # fullmatch: with match, `$` also accepts a name followed by a newline.
     if not isinstance(version, str) or not VERSION_PATTERN.fullmatch(version):
         problems.append(f"version must match {VERSION_PATTERN.pattern}")
@@ -268,6 +290,7 @@ def _checked_bundle(bundle: Any, keys: Mapping[str, HubKey]) -> tuple[str, dict[
     if problems:
         raise ConfigError("bundle", problems)
     assert isinstance(version, str) and isinstance(files, dict)
+    assert isinstance(issued_at, int | float)
 
     for name, text in files.items():
         if not isinstance(name, str) or not FILE_PATTERN.fullmatch(name):
@@ -276,18 +299,27 @@ def _checked_bundle(bundle: Any, keys: Mapping[str, HubKey]) -> tuple[str, dict[
             problems.append(f"{name}: must be text of at most {MAX_FILE_BYTES} bytes")
     if problems:
         raise ConfigError(f"bundle {version}", problems)
-    _check_signature(bundle, version, files, keys)
-    return version, files
+    _check_signature(bundle, version, files, float(issued_at), keys)
+    return version, files, float(issued_at)
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _check_signature(
-    bundle: dict[str, Any], version: str, files: dict[str, str], keys: Mapping[str, HubKey]
+    bundle: dict[str, Any],
+    version: str,
+    files: dict[str, str],
+    issued_at: float,
+    keys: Mapping[str, HubKey],
 ) -> None:
     key = keys.get(str(bundle.get("key_id")))
     signature = bundle.get("signature")
     if key is None or not isinstance(signature, str):
         raise ConfigError(f"bundle {version}", ["not signed with a key of this hub"])
-    expected = hmac.new(key.secret, canonical_bundle(version, files), hashlib.sha256)
+    document = canonical_bundle(version, files, issued_at)
+    expected = hmac.new(key.secret, document, hashlib.sha256)
     if not hmac.compare_digest(expected.hexdigest(), signature):
         raise ConfigError(f"bundle {version}", ["signature does not match"])
 

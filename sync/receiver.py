@@ -517,7 +517,8 @@ def _signed_bundle(state: ReceiverState, hub_id: str, payload: dict[str, Any]) -
     # key the hub last signed with, which it surely holds; the newest if it is unheard.
     in_use = [k for k in keys if k.key_id == state.keys_in_use.get(hub_id)]
     key = in_use[0] if in_use else keys[0]
-    return sign_bundle(key, version, {str(name): str(text) for name, text in files.items()})
+    named = {str(name): str(text) for name, text in files.items()}
+    return sign_bundle(key, version, named, state.clock.wall())
 
 
 def _check_admin(request: Request, state: ReceiverState) -> None:

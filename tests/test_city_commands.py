@@ -228,7 +228,13 @@ async def test_push_failing_at_start_rolls_back(hub: HubService, city: City) -> 
 
 async def test_tampered_bundle_is_refused(hub: HubService, city: City) -> None:
     """A bundle whose files do not match its signature is refused; nothing changes."""
-    signed = {"version": "v9", "files": GOOD_FILES, "key_id": "x", "signature": "00" * 32}
+    signed = {
+        "version": "v9",
+        "files": GOOD_FILES,
+        "issued_at": time.time(),
+        "key_id": "x",
+        "signature": "00" * 32,
+    }
     result = hub.city_config.apply(signed, {}, lambda folder: None)
 
     assert result == ApplyResult("rejected", None, ["not signed with a key of this hub"])
@@ -504,3 +510,27 @@ async def test_a_version_number_is_reused_only_as_the_city_would_expect(
     assert fixed["status"] == "active" and "city-v3" in rule_ids(hub)
     assert changed_active["status"] == "rejected" and changed_active["active_version"] == "v3"
     assert "city-other" not in rule_ids(hub)
+
+
+async def test_an_old_signed_bundle_replayed_after_a_newer_one_is_refused(
+    hub: HubService, city: City
+) -> None:
+    """A bundle carries the city's time, under its signature. One captured when v1 was
+    pushed and replayed once v2 is in force (by someone who could inject it into the
+    poll) is refused, and v2 keeps running; the city sending v1 again itself is fine."""
+    first = await city.push("configure", {"version": "v1", "files": GOOD_FILES})
+    await city.answer(first)
+    captured = (await city.admin.get(f"/admin/commands/{first}")).json()["payload"]
+    v2 = {"rules/city-baseline.yaml": rule_pack("city-v2")}
+    await city.answer(await city.push("configure", {"version": "v2", "files": v2}))
+    keys = {key.key_id: key for key in hub.uplink.signing_keys()}  # type: ignore[union-attr]
+
+    replayed = hub.city_config.prepare(captured, keys)
+    again = await city.answer(await city.push("configure", {"version": "v1", "files": GOOD_FILES}))
+
+    assert replayed == ApplyResult(
+        "rejected",
+        "v2",
+        ["issued before the configuration in force: a replayed bundle is refused"],
+    )
+    assert again["status"] == "active" and again["active_version"] == "v1"
