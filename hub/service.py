@@ -31,7 +31,7 @@ from devices.profiles import DeviceModel, load_models, shipped_models_dir
 from devices.registry import HUB_SOURCE, HealthChange, Registry
 from hub.alerts import DevicePlace, list_alerts
 from hub.alerts.crews import CrewAlerts
-from hub.alerts.hours import AlwaysOpen, FixedHours
+from hub.alerts.hours import FixedHours
 from hub.alerts.settings import ClosedHours
 from hub.alerts.store import active_alert
 from hub.audit import AuditTrail
@@ -150,7 +150,11 @@ class HubService:
             f"{config.mqtt.crew_topic_root}/{config.hub.id}/crews",
             (config.mqtt.host, config.mqtt.port, config.client_id),
             # Once the hall or the city gives a calendar, its hours decide what pages at night.
-            hours=CalendarHours(self.calendar, config.alerts.closed_hours),
+            hours=(
+                CalendarHours(self.calendar, config.alerts.closed_hours)
+                if config.alerts.closed_hours is not None
+                else None
+            ),
             credentials=(
                 (config.mqtt.username, _read_secret(config.mqtt.password_file))
                 if config.mqtt.username is not None
@@ -824,9 +828,9 @@ class CalendarHours:
     ``closed_hours:`` apply; a calendar the city sends later takes over at once.
     """
 
-    def __init__(self, calendar: HallCalendar, closed_hours: ClosedHours | None) -> None:
+    def __init__(self, calendar: HallCalendar, closed_hours: ClosedHours) -> None:
         self._calendar = calendar
-        self._fixed = FixedHours(closed_hours) if closed_hours is not None else AlwaysOpen()
+        self._fixed = FixedHours(closed_hours)
 
     def is_open(self, wall: float) -> bool:
         if not self._calendar.settings_given:

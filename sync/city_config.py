@@ -176,10 +176,6 @@ class CityConfigStore:
                 return ApplyResult("rolled_back", self.active_version(), [str(exc)])
         return version
 
-    def switch(self, version: str, start: StartHook) -> ApplyResult:
-        """Make the staged `version` current and start on it; roll back if start fails."""
-        return self._switch_and_start(version, start)
-
     def roll_back(self) -> str | None:
         """Point `current` back at `previous`; return the version now active."""
         previous = self._pointed(self.root / "previous")
@@ -223,7 +219,8 @@ class CityConfigStore:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
 
-    def _switch_and_start(self, version: str, start: StartHook) -> ApplyResult:
+    def switch(self, version: str, start: StartHook) -> ApplyResult:
+        """Make the staged `version` current and start on it; roll back if start fails."""
         old = self.active_version()
         old_previous = self._pointed(self.root / "previous")
         # `previous` first: a crash between the two renames leaves both on the old

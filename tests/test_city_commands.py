@@ -62,6 +62,7 @@ WINDOWS = (
 )
 SATURDAY_SERVICE = "saturday: {opens: '09:00', closes: '12:00'}\n"
 ORDINARY_SATURDAY = dt.date(2026, 12, 5)
+DECEMBER_10 = dt.datetime(2026, 12, 10, 10, tzinfo=dt.timezone(dt.timedelta(hours=8))).timestamp()
 
 GOOD_FILES = {
     "rules/city-baseline.yaml": rule_pack("city-unhappy"),
@@ -120,12 +121,24 @@ def city_section(url: str, secret_file: Path, key_id: str) -> dict[str, Any]:
     return {"url": url, "key_id": key_id, "secret_file": str(secret_file)}
 
 
+class DecemberClock(SystemClock):
+    """The real clock, moved to 10 December 2026: next year's holiday table matters."""
+
+    def __init__(self) -> None:
+        super().__init__("assume")
+        self._shift = DECEMBER_10 - time.time()
+
+    def wall(self) -> float:
+        return time.time() + self._shift
+
+
 @pytest.fixture
 async def hub(
     receiver: tuple[str, Path], broker: ManagedBroker, tmp_path: Path, unique_topic_root: str
 ) -> AsyncIterator[HubService]:
     url, secret_file = receiver
-    service = HubService(make_config(tmp_path, broker, unique_topic_root, url, secret_file))
+    config = make_config(tmp_path, broker, unique_topic_root, url, secret_file)
+    service = HubService(config, clock=DecemberClock())
     await service.start()
     assert service.ingest.wait_subscribed(10)  # SUBACK: the broker now queues for the hub
     yield service
@@ -178,7 +191,8 @@ async def test_configuration_push_is_applied_and_its_version_reported(
     assert hub.calendar.closure(dt.date(2026, 12, 31)) == "year-end stocktake"
     saturday = hub.calendar.hours(ORDINARY_SATURDAY)
     assert saturday is not None and saturday.closes == dt.time(12)
-    # In December the missing table for next year is an alert; the bundle's clears it.
+    # In December (the hub's clock) next year's missing table is an alert; the bundle's
+    # table clears it at once.
     with hub.journal.reading() as conn:
         missing_table = conn.execute(
             "SELECT COUNT(*) FROM alerts WHERE condition = 'next_year_table_missing'"

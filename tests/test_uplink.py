@@ -278,13 +278,17 @@ async def test_dropped_ack_is_resent_and_deduplicated(journal: Journal, city: Ci
 
 async def test_a_long_poll_held_open_teaches_no_clock_offset(journal: Journal, city: City) -> None:
     """The city stamps a long poll's reply when it ends, seconds after it was asked:
-    on the same clock the hub must not take the hold time for a clock offset."""
+    on the same clock the hub must not take the hold time for a clock offset. The
+    hub's clock is moved 8 s while the poll is held, as a long hold would move it."""
     city.start()
-    uplink = Uplink(journal, city.url, KEY.key_id, KEY.secret, SystemClock())
-    channel = CommandChannel(uplink, city.url, KEY.hub_id, {}, SystemClock())
+    clock = ManualClock(wall=time.time())
+    uplink = Uplink(journal, city.url, KEY.key_id, KEY.secret, clock)
+    channel = CommandChannel(uplink, city.url, KEY.hub_id, {}, clock)
     try:
-        await uplink.drain_once()  # a quick round trip: learns the true offset, about 0
-        await channel.poll_once(wait=7.0)
+        poll = asyncio.create_task(channel.poll_once(wait=0.5))
+        await asyncio.sleep(0.2)  # the request is out; the receiver holds it
+        clock.jump_wall(8.0)
+        await poll
         offset = uplink.link_status()["clock_offset_seconds"]
     finally:
         await channel.aclose()
